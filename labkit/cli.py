@@ -1,0 +1,124 @@
+"""The ``labkit`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from labkit.backends import Backend, ServiceStatus, get_backend
+from labkit.backends.native import NativeBackend
+from labkit.context import LabContext
+from labkit.errors import LabConfigError, LabError, ServiceError
+from labkit.progress import Reporter
+from labkit.services import SERVICE_NAMES
+
+EXIT_CONFIG, EXIT_SERVICE = 2, 1
+
+
+def _backend() -> Backend:
+    return get_backend(LabContext.from_env(), Reporter())
+
+
+def _errors_to_exit(fn):
+    """Turn labkit's errors into one clear message and a non-zero exit, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LabConfigError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_CONFIG)
+        except (ServiceError, LabError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_SERVICE)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+service_arg = click.argument("service", metavar="SERVICE")
+
+
+@click.group(help="Stand up, inspect and break the DIT247 pipeline lab.")
+def main() -> None:
+    """Entry point of the ``labkit`` command."""
+
+
+@main.command(help="Fetch or build every service into the per-user cache (idempotent).")
+@click.option("--force", is_flag=True, help="Rebuild even intact cache entries.")
+@_errors_to_exit
+def install(force: bool) -> None:
+    backend = _backend()
+    if not isinstance(backend, NativeBackend):
+        raise LabConfigError("`labkit install` is for the native backend. Fix: unset LABKIT_BACKEND.")
+    backend.install(force=force)
+
+
+@main.command(help="Start every service that is not up yet, and wait until all are healthy.")
+@click.option("--wipe", is_flag=True, help="Delete the lab's data first and start empty.")
+@_errors_to_exit
+def up(wipe: bool) -> None:
+    rows = _backend().up(wipe=wipe)
+    _print_table(rows)
+
+
+@main.command(help="Stop every service. Data is kept unless --wipe is given.")
+@click.option("--wipe", is_flag=True, help="Also delete the lab's data.")
+@_errors_to_exit
+def down(wipe: bool) -> None:
+    _backend().down(wipe=wipe)
+
+
+@main.command(help="Show each service's state, pid, ports, version and health.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_errors_to_exit
+def status(as_json: bool) -> None:
+    rows = _backend().status()
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        _print_table(rows)
+
+
+@main.command(help=f"Print the last lines of a service's log. SERVICE is one of: {', '.join(SERVICE_NAMES)}.")
+@service_arg
+@click.option("-n", "--lines", default=50, show_default=True)
+@_errors_to_exit
+def logs(service: str, lines: int) -> None:
+    click.echo(_backend().logs(service, lines))
+
+
+def _service_verb(verb: str, doc: str) -> None:
+    @main.command(name=verb, help=f"{doc} SERVICE is one of: {', '.join(SERVICE_NAMES)}.")
+    @service_arg
+    @_errors_to_exit
+    def command(service: str) -> None:
+        getattr(_backend(), verb)(service)
+
+
+for _verb, _doc in [("stop", "Stop one service."), ("start", "Start one service and wait until it is ready."),
+                    ("restart", "Stop, then start, one service."), ("kill", "Kill -9 one service, like a crash."),
+                    ("pause", "Freeze one service (SIGSTOP)."), ("resume", "Unfreeze a paused service (SIGCONT).")]:
+    _service_verb(_verb, _doc)
+
+
+def _print_table(rows: list[ServiceStatus]) -> None:
+    table = Table("service", "state", "pid", "ports", "version", "health", "uptime")
+    for r in rows:
+        ports = ",".join(str(p) for p in r.ports.values())
+        health = "[green]healthy[/]" if r.healthy else "[red]unhealthy[/]" if r.state != "down" else "-"
+        uptime = f"{r.uptime_s:.0f} s" if r.uptime_s is not None else "-"
+        table.add_row(r.name, r.state, str(r.pid or "-"), ports, r.version, health, uptime)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Detached service processes, tracked by small JSON state files that survive a
+killed ``labkit`` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+
+@dataclass
+class ProcessRecord:
+    """What labkit remembers of one running service process."""
+
+    name: str
+    pid: int
+    create_time: float
+    cmd: list[str]
+    ports: dict[str, int]
+    version: str
+    started_at: float = field(default_factory=time.time)
+
+
+class ProcessTable:
+    """The state files of one lab's processes, one per service under ``run_dir``."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def _path(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def save(self, record: ProcessRecord) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(record.name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record)))
+        tmp.replace(self._path(record.name))  # atomic: a crash never leaves half a file
+
+    def load(self, name: str) -> ProcessRecord | None:
+        """Return the record of a service whose process is still alive, clearing stale ones."""
+        path = self._path(name)
+        try:
+            record = ProcessRecord(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError):
+            path.unlink(missing_ok=True)
+            return None
+        if not is_alive(record):
+            path.unlink(missing_ok=True)
+            return None
+        return record
+
+    def forget(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    """True when the recorded pid still runs the process labkit started (not a reused pid)."""
+    try:
+        proc = psutil.Process(record.pid)
+        return abs(proc.create_time() - record.create_time) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def is_paused(record: ProcessRecord) -> bool:
+    try:
+        return psutil.Process(record.pid).status() == psutil.STATUS_STOPPED
+    except psutil.Error:
+        return False
+
+
+def spawn(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> psutil.Process:
+    """Start ``cmd`` in its own session, detached from labkit, logging to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return psutil.Process(popen.pid)
+
+
+def signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
+    """Send ``sig`` to the service's whole process group (its workers included)."""
+    try:
+        os.killpg(record.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def terminate(record: ProcessRecord, timeout_s: float, force: bool = False) -> None:
+    """Stop the process group politely (or at once with ``force``), then by force;
+    return when every member is gone (and reaped, when it is labkit's child)."""
+    group = _group_members(record)
+    if not force:
+        signal_group(record, signal.SIGCONT)  # a paused process cannot act on SIGTERM
+        signal_group(record, signal.SIGTERM)
+    _, alive = psutil.wait_procs(group, timeout=timeout_s)
+    if alive:
+        signal_group(record, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
+
+
+def _group_members(record: ProcessRecord) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == record.pid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def port_owner(port: int) -> str | None:
+    """Describe the process listening on 127.0.0.1:``port``, or None when the port is free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        try:
+            s.bind(("127.0.0.1", port))
+            return None
+        except OSError:
+            pass
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            try:
+                return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+            except psutil.Error:
+                break
+    return "another process"

@@ -1,0 +1,103 @@
+"""Readiness checks as small objects that combine: ``HttpReady``, ``PortReady``, ``LogReady``."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import httpx
+
+
+class Readiness(Protocol):
+    """Something that can tell, in one quick probe, whether a service is ready."""
+
+    def probe(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PortReady:
+    """Ready when a TCP connection to ``host:port`` is accepted."""
+
+    port: int
+    host: str = "127.0.0.1"
+
+    def probe(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def describe(self) -> str:
+        return f"TCP connect to {self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class HttpReady:
+    """Ready when ``GET url`` answers with one of ``statuses``."""
+
+    url: str
+    statuses: tuple[int, ...] = (200,)
+
+    def probe(self) -> bool:
+        try:
+            return httpx.get(self.url, timeout=1.0).status_code in self.statuses
+        except httpx.HTTPError:
+            return False
+
+    def describe(self) -> str:
+        return f"GET {self.url} answering {'/'.join(map(str, self.statuses))}"
+
+
+@dataclass(frozen=True)
+class LogReady:
+    """Ready when a line of the log file matches ``pattern``."""
+
+    log: Path
+    pattern: str
+
+    def probe(self) -> bool:
+        try:
+            return re.search(self.pattern, self.log.read_text(errors="replace")) is not None
+        except FileNotFoundError:
+            return False
+
+    def describe(self) -> str:
+        return f"log line matching {self.pattern!r} in {self.log}"
+
+
+@dataclass(frozen=True)
+class AllReady:
+    """Ready when every one of ``checks`` is."""
+
+    checks: tuple[Readiness, ...]
+
+    def probe(self) -> bool:
+        return all(c.probe() for c in self.checks)
+
+    def describe(self) -> str:
+        return " and ".join(c.describe() for c in self.checks)
+
+
+def poll_until(probe: Callable[[], bool], timeout_s: float, interval_s: float,
+               alive: Callable[[], bool] = lambda: True) -> str:
+    """Poll ``probe`` until it holds; return why polling ended.
+
+    Returns:
+        ``"ready"``, ``"died"`` (``alive`` turned false) or ``"timeout"``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if probe():
+            return "ready"
+        if not alive():
+            return "died"
+        if time.monotonic() >= deadline:
+            return "timeout"
+        time.sleep(interval_s)

@@ -1,0 +1,68 @@
+"""Generated credentials: created on the first ``up``, kept 0600, never printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel, SecretStr
+
+from labkit.errors import LabConfigError
+
+SECRETS_FILE = "secrets.json"
+
+
+class LabSecrets(BaseModel):
+    """Credentials of one lab instance. ``SecretStr`` keeps them out of reprs and logs."""
+
+    s3_access_key: SecretStr
+    s3_secret_key: SecretStr
+    faas_auth: SecretStr  # OpenWhisk's "uuid:key" form
+    nodered_user: str
+    nodered_password: SecretStr
+    nodered_credential_secret: SecretStr
+    webhook_token: SecretStr
+
+    @classmethod
+    def generate(cls) -> "LabSecrets":
+        return cls(
+            s3_access_key=SecretStr("lab" + secrets.token_hex(8)),
+            s3_secret_key=SecretStr(secrets.token_urlsafe(30)),
+            faas_auth=SecretStr(f"{uuid.uuid4()}:{secrets.token_urlsafe(48)}"),
+            nodered_user="labkit",
+            nodered_password=SecretStr(secrets.token_urlsafe(24)),
+            nodered_credential_secret=SecretStr(secrets.token_urlsafe(32)),
+            webhook_token=SecretStr(secrets.token_urlsafe(24)),
+        )
+
+    def as_plain_dict(self) -> dict[str, str]:
+        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in self}
+
+
+def load_or_create(data_dir: Path) -> LabSecrets:
+    """Return the lab's secrets, generating them (mode 0600) on first use.
+
+    Raises:
+        LabConfigError: the secrets file exists but is unreadable or malformed.
+    """
+    path = data_dir / SECRETS_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        created = LabSecrets.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(created.as_plain_dict(), f)
+        return created
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        os.chmod(path, 0o600)  # someone loosened it; secrets stay private
+    try:
+        return LabSecrets.model_validate_json(path.read_text())
+    except ValueError as e:
+        raise LabConfigError(
+            f"The secrets file {path} is malformed. Fix: run `labkit down --wipe` to start over "
+            "with new credentials (this deletes the lab's data)."
+        ) from e
