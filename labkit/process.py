@@ -104,10 +104,35 @@ def terminate(record: ProcessRecord, timeout_s: float, force: bool = False) -> N
     if not force:
         signal_group(record, signal.SIGCONT)  # a paused process cannot act on SIGTERM
         signal_group(record, signal.SIGTERM)
-    _, alive = psutil.wait_procs(group, timeout=timeout_s)
+    alive = _wait_gone(group, timeout_s)
     if alive:
         signal_group(record, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=5)
+        _wait_gone(alive, 5)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until every process has exited; return those still running.
+
+    A zombie counts as gone: when labkit is not the parent, reaping it is up to
+    init, which may take its time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for proc in procs:
+            try:
+                proc.wait(0)  # reaps it when it is labkit's own child
+            except (psutil.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
+                pass
+        alive = [p for p in procs if _running(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _group_members(record: ProcessRecord) -> list[psutil.Process]:

@@ -19,7 +19,7 @@ class Faas(Service):
     def version(self) -> str:
         from labkit import __version__
 
-        return f"labkit {__version__} (OpenWhisk API v1, {pins()['openwhisk']['action_kind']})"
+        return f"labkit-{__version__}"
 
     def install_step(self) -> InstallStep | None:
         return None  # part of labkit itself
