@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import stat
+import string
 import uuid
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class LabSecrets(BaseModel):
         return cls(
             s3_access_key=SecretStr("lab" + secrets.token_hex(8)),
             s3_secret_key=SecretStr(secrets.token_urlsafe(30)),
-            faas_auth=SecretStr(f"{uuid.uuid4()}:{secrets.token_urlsafe(48)}"),
+            faas_auth=SecretStr(f"{uuid.uuid4()}:{_alphanumeric(64)}"),  # OpenWhisk's key shape
             nodered_user="labkit",
             nodered_password=SecretStr(secrets.token_urlsafe(24)),
             nodered_credential_secret=SecretStr(secrets.token_urlsafe(32)),
@@ -41,6 +42,11 @@ class LabSecrets(BaseModel):
 
     def as_plain_dict(self) -> dict[str, str]:
         return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in self}
+
+
+def _alphanumeric(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 def load_or_create(data_dir: Path) -> LabSecrets:

@@ -1,0 +1,404 @@
+"""The compose backend, checked without a Docker engine.
+
+``stack/compose.yaml`` must describe the same lab as the native backend: the
+same service names, ports, start order and pinned versions, loopback-only ports
+and no secret in the file. ``ComposeBackend`` is driven against a fake ``docker``
+on PATH that records every call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labkit.backends.compose import (
+    COMPOSE_FILE,
+    FIX,
+    KAFKA_UI_PORT,
+    PIN_KEYS,
+    SECRET_VARS,
+    UNPUBLISHED_PORTS,
+    ComposeBackend,
+    port_var,
+)
+from labkit.backends.native import NativeBackend
+from labkit.config import DEFAULT_PORTS, LabConfig
+from labkit.context import LabContext
+from labkit.errors import LabConfigError
+from labkit.services import SERVICE_NAMES, SERVICE_TYPES
+from labkit.services.storage import Storage, StorageOut
+from labkit.versions import STACK_DIR, pins
+
+COMPOSE_TEXT = COMPOSE_FILE.read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
+SERVICES: dict[str, dict] = COMPOSE["services"]
+DOCKERFILE = STACK_DIR / "nodered" / "Dockerfile"
+ENV_EXAMPLE = STACK_DIR / "compose.env.example"
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
+VAR_RE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}")
+EXTRA_SERVICES = {"kafka-ui"}
+SERVICE_TYPE = {t.name: t for t in SERVICE_TYPES}
+
+
+def with_defaults(text: str) -> str:
+    """Replace every ``${VAR:-default}`` by its default (ports are the only variables that have one)."""
+    return VAR_RE.sub(lambda m: m["arg"] if m["op"] in (":-", "-") else m[0], text)
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's interpolation, enough for this file: ``$$`` escapes, defaults, required variables."""
+    def one(m: re.Match) -> str:
+        value = env.get(m["name"])
+        if m["op"] in (":?", "?") and not value:
+            raise KeyError(f"required variable {m['name']} is missing: {m['arg']}")
+        return value if value else (m["arg"] if m["op"] in (":-", "-") else "")
+    return VAR_RE.sub(one, text.replace("$$", "\0")).replace("\0", "$")
+
+
+def strings(node) -> list[str]:
+    """Every string in the parsed file (comments are not part of it, as for compose)."""
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in strings(k) + strings(v)]
+    if isinstance(node, list):
+        return [s for item in node for s in strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def render(node, env: dict[str, str]):
+    """The parsed file with every string interpolated."""
+    if isinstance(node, dict):
+        return {render(k, env): render(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [render(item, env) for item in node]
+    return interpolate(node, env) if isinstance(node, str) else node
+
+
+VARIABLES = [m for s in strings(COMPOSE) for m in VAR_RE.finditer(s)]
+
+
+def expected_host_ports(service: str) -> dict[str, int]:
+    """The host ports a service publishes, by port name: LabConfig's defaults."""
+    if service == "kafka-ui":
+        return {"kafka-ui": KAFKA_UI_PORT}
+    config = LabConfig()
+    return {p: config.port(p) for p in SERVICE_TYPE[service].port_names if p not in UNPUBLISHED_PORTS}
+
+
+def compose_usable() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def dummy_env() -> dict[str, str]:
+    return {var: f"dummy-{var.lower()}" for var in SECRET_VARS}
+
+
+# -- the compose file --------------------------------------------------------
+def test_services_are_the_native_ones_plus_kafka_ui():
+    assert set(SERVICES) == set(SERVICE_NAMES) | EXTRA_SERVICES
+
+
+def test_published_ports_bind_loopback_and_equal_the_config_defaults():
+    for name, service in SERVICES.items():
+        entries = service.get("ports", [])
+        assert all(isinstance(e, str) for e in entries), f"{name}: use the short 'IP:HOST:CONTAINER' syntax"
+        published = [with_defaults(e).split(":") for e in entries]
+        assert all(len(p) == 3 and p[0] == "127.0.0.1" for p in published), f"{name} publishes beyond 127.0.0.1"
+        assert sorted(int(p[1]) for p in published) == sorted(expected_host_ports(name).values()), name
+
+
+def test_each_host_port_is_the_variable_labkit_writes():
+    for name in SERVICES:
+        for port_name, port in expected_host_ports(name).items():
+            default = DEFAULT_PORTS.get(port_name, port)
+            entry = f"127.0.0.1:${{{port_var(port_name)}:-{default}}}:"
+            assert any(e.startswith(entry) for e in SERVICES[name]["ports"]), f"{name}: expected {entry}..."
+
+
+def test_kafka_advertises_an_internal_and_a_host_listener():
+    env = SERVICES["kafka"]["environment"]
+    advertised = dict(part.split("://") for part in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    assert advertised["INTERNAL"] == "kafka:19092"
+    assert advertised["HOST"] == f"127.0.0.1:${{{port_var('kafka')}:-{DEFAULT_PORTS['kafka']}}}"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, one node
+    assert SERVICES["storage"]["environment"]["VGW_EVENT_KAFKA_URL"] == "kafka:19092"
+    assert SERVICES["storage"]["environment"]["VGW_EVENT_KAFKA_TOPIC"] == "dit247"
+
+
+def test_storage_out_sends_events_to_the_nodered_webhook():
+    url = SERVICES["storage-out"]["environment"]["VGW_EVENT_WEBHOOK_URL"]
+    assert re.fullmatch(r"http://nodered:1880/hooks/\$\{LABKIT_WEBHOOK_TOKEN:\?[^}]+\}/object-created", url)
+
+
+@pytest.mark.parametrize("service", sorted(set(SERVICES) - {"nodered"}))
+def test_image_tags_are_the_pins(service):
+    entry = pins()[PIN_KEYS.get(service, service.replace("-", "_"))]
+    repository, _, tag = SERVICES[service]["image"].rpartition(":")
+    assert repository == entry["image"]
+    # Registries differ on the leading "v" (Toxiproxy drops it); the release is the same.
+    assert tag.removeprefix("v") == entry["version"].removeprefix("v")
+
+
+def test_nodered_is_built_from_the_pinned_image():
+    version = pins()["nodered"]["version"]
+    text = DOCKERFILE.read_text()
+    assert re.findall(r"^FROM\s+(\S+)", text, re.M) == [f"{pins()['nodered']['image']}:{version}-20"]
+    for source in ("package.json package-lock.json", "nodes", "settings.js"):
+        assert re.search(rf"^COPY\b.*\b{re.escape(source)}\s", text, re.M), f"Dockerfile does not copy {source}"
+    assert re.search(r"^RUN npm ci --omit=dev\b", text, re.M)
+    assert SERVICES["nodered"]["build"]["context"] == "./nodered"
+    assert SERVICES["nodered"]["image"].endswith(f":{version}")
+
+
+def test_faas_is_openwhisk_standalone_with_the_docker_socket():
+    faas = SERVICES["faas"]
+    assert faas["image"].startswith("openwhisk/standalone:")
+    assert "/var/run/docker.sock:/var/run/docker.sock" in faas["volumes"]
+    assert any(v.startswith("./openwhisk/openwhisk.conf:") for v in faas["volumes"])
+    assert (STACK_DIR / "openwhisk" / "openwhisk.conf").is_file()
+    assert [with_defaults(p).split(":")[2] for p in faas["ports"]] == ["3233"]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_service_has_a_healthcheck(service):
+    check = SERVICES[service].get("healthcheck") or {}
+    assert check.get("test") and check["test"] != ["NONE"] and not check.get("disable")
+
+
+def test_secrets_are_required_and_have_no_default():
+    for var in SECRET_VARS:
+        uses = [m for m in VARIABLES if m["name"] == var]
+        assert uses, f"{var} is not used"
+        assert all(m["op"] == ":?" and m["arg"].strip() for m in uses), f"{var} must be ${{{var}:?message}}"
+    defaulted = {m["name"] for m in VARIABLES if m["op"] in (":-", "-")}
+    assert all(name.startswith("LABKIT_PORT_") for name in defaulted), defaulted
+
+
+def test_depends_on_mirrors_the_native_start_order():
+    assert Storage.after == ("kafka",) and StorageOut.after == ("nodered",)
+    for t in SERVICE_TYPES:
+        depends = SERVICES[t.name].get("depends_on", {})
+        assert set(depends) == set(getattr(t, "after", ())), t.name
+        assert all(d["condition"] == "service_healthy" for d in depends.values()), t.name
+
+
+def test_data_lives_in_named_volumes_shared_by_both_gateways():
+    declared = set(COMPOSE["volumes"])
+    named = {s: [v.split(":")[0] for v in SERVICES[s].get("volumes", []) if not v.startswith(("/", "."))]
+             for s in SERVICES}
+    assert named["storage"] == named["storage-out"] == ["s3-data"]
+    for service in ("storage", "kafka", "nodered", "mail", "faas"):
+        assert named[service] and set(named[service]) <= declared, service
+
+
+def test_compose_file_is_valid_with_an_env_file(tmp_path):
+    env_file = tmp_path / "compose.env"
+    env_file.write_text("".join(f"{k}='{v}'\n" for k, v in dummy_env().items()))
+    if compose_usable():
+        base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", "labkit"]
+        ok = subprocess.run([*base, "--env-file", str(env_file), "config", "-q"], capture_output=True, text=True)
+        assert ok.returncode == 0, ok.stderr
+        empty = tmp_path / "empty.env"
+        empty.write_text("")
+        refused = subprocess.run([*base, "--env-file", str(empty), "config", "-q"], capture_output=True, text=True)
+        assert refused.returncode != 0 and "required variable" in refused.stderr
+    else:  # no compose plugin here: the same checks, with this module's interpolation
+        rendered = render(COMPOSE, dummy_env())
+        assert "${" not in json.dumps(rendered)
+        assert rendered["services"]["storage"]["environment"]["ROOT_ACCESS_KEY"] == dummy_env()["ROOT_ACCESS_KEY"]
+        with pytest.raises(KeyError, match="required variable"):
+            render(COMPOSE, {})
+
+
+def test_env_example_lists_what_labkit_writes_with_empty_secrets(tmp_path):
+    lines = [ln for ln in ENV_EXAMPLE.read_text().splitlines() if ln and not ln.startswith("#")]
+    example = dict(ln.split("=", 1) for ln in lines)
+    assert list(example) == list(backend_at(tmp_path).compose_env())
+    assert all(example[var] == "" for var in SECRET_VARS)
+    assert all(int(example[port_var(p)]) == expected for p, expected in DEFAULT_PORTS.items()
+               if p not in UNPUBLISHED_PORTS)
+
+
+# -- ComposeBackend, with a fake docker ----------------------------------------
+FAKE_DOCKER = """#!{python}
+import json, os, sys
+state = os.environ["FAKE_DOCKER_DIR"]
+args = sys.argv[1:]
+with open(os.path.join(state, "calls.jsonl"), "a") as f:
+    f.write(json.dumps({{"argv": args, "password": os.environ.get("LABKIT_NODERED_PASSWORD")}}) + "\\n")
+def answer(name, default=""):
+    path = os.path.join(state, name)
+    return open(path).read() if os.path.exists(path) else default
+if answer("mode") == "broken":
+    sys.stderr.write("docker: 'compose' is not a docker command.\\n")
+    sys.exit(1)
+if args[:2] == ["compose", "version"]:
+    print("Docker Compose version v2.32.4")
+elif args[:1] == ["version"]:
+    print(answer("min_api", "1.24"))
+elif args[:1] == ["compose"] and "ps" in args:
+    print(answer("ps.jsonl"))
+elif args[:1] == ["compose"] and "logs" in args:
+    print(answer("logs.txt"))
+"""
+
+PS_ROWS = [
+    {"Service": "storage", "State": "running", "Health": "healthy"},
+    {"Service": "kafka", "State": "running", "Health": "starting"},
+    {"Service": "nodered", "State": "paused", "Health": "healthy"},
+    {"Service": "mail", "State": "exited", "Health": ""},
+    {"Service": "kafka-ui", "State": "running", "Health": "healthy"},
+]
+
+
+def backend_at(tmp_path: Path) -> ComposeBackend:
+    return ComposeBackend(LabContext.from_env(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"))
+
+
+@pytest.fixture
+def fake_docker(tmp_path, monkeypatch) -> Path:
+    """A ``docker`` on an otherwise empty PATH; its calls land in ``calls.jsonl``."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "docker-state"
+    bin_dir.mkdir()
+    state.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.format(python=sys.executable))
+    docker.chmod(0o755)
+    (state / "ps.jsonl").write_text("\n".join(json.dumps(r) for r in PS_ROWS))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("FAKE_DOCKER_DIR", str(state))
+    return state
+
+
+def calls(state: Path) -> list[dict]:
+    return [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+
+
+def compose_calls(state: Path) -> list[list[str]]:
+    return [c["argv"] for c in calls(state) if c["argv"][:1] == ["compose"] and c["argv"][1] != "version"]
+
+
+def secret_values(backend: ComposeBackend) -> list[str]:
+    env = backend.compose_env()
+    return [env[var] for var in SECRET_VARS if var != "LABKIT_NODERED_USER"]
+
+
+def test_up_without_docker_on_path_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    with pytest.raises(LabConfigError, match=re.escape(FIX)):
+        backend_at(tmp_path).up()
+
+
+def test_up_with_a_broken_compose_plugin_names_the_fix(tmp_path, fake_docker):
+    (fake_docker / "mode").write_text("broken")
+    with pytest.raises(LabConfigError, match=re.escape(FIX)) as raised:
+        backend_at(tmp_path).up()
+    assert "docker compose version" in str(raised.value)
+
+
+def test_up_refuses_an_engine_the_openwhisk_image_cannot_drive(tmp_path, fake_docker):
+    (fake_docker / "min_api").write_text("1.44")
+    with pytest.raises(LabConfigError, match="min-api-version"):
+        backend_at(tmp_path).up()
+
+
+def test_env_file_is_private_and_holds_the_secrets_the_compose_file_lacks(tmp_path):
+    backend = backend_at(tmp_path)
+    backend.env_file.parent.mkdir(parents=True)
+    backend.env_file.write_text("stale\n")
+    backend.env_file.chmod(0o644)
+    path = backend.write_env_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    for var, value in backend.compose_env().items():
+        assert f"{var}='{value}'\n" in text
+    stack_text = COMPOSE_TEXT + (STACK_DIR / "openwhisk" / "openwhisk.conf").read_text() + ENV_EXAMPLE.read_text()
+    assert not [v for v in secret_values(backend) if v in stack_text]
+
+
+def test_up_drives_compose_with_the_env_file_and_no_secret_in_any_argv(tmp_path, fake_docker, monkeypatch):
+    monkeypatch.setenv("LABKIT_NODERED_PASSWORD", "from-the-shell")  # compose would let it win
+    backend = backend_at(tmp_path)
+    rows = backend.up()
+    base = ["compose", "-f", str(COMPOSE_FILE), "-p", "labkit", "--env-file", str(backend.env_file)]
+    ups = [argv for argv in compose_calls(fake_docker) if "up" in argv]
+    assert ups and ups[0][:len(base)] == base and {"--detach", "--wait", "--build"} <= set(ups[0])
+    everything = json.dumps(calls(fake_docker))
+    assert not [v for v in secret_values(backend) if v in everything]
+    assert {c["password"] for c in calls(fake_docker) if "--env-file" in c["argv"]} == {None}
+    assert [r.name for r in rows] == list(SERVICE_NAMES)
+
+
+def test_up_with_wipe_removes_the_volumes_first(tmp_path, fake_docker):
+    backend_at(tmp_path).up(wipe=True)
+    verbs = [argv[7] for argv in compose_calls(fake_docker)]
+    assert verbs[:2] == ["down", "up"]
+    assert "--volumes" in compose_calls(fake_docker)[0]
+
+
+def test_status_maps_compose_ps_rows(tmp_path, fake_docker):
+    rows = {r.name: r for r in backend_at(tmp_path).status()}
+    assert set(rows) == set(SERVICE_NAMES)
+    assert (rows["storage"].state, rows["storage"].healthy) == ("up", True)
+    assert (rows["kafka"].state, rows["kafka"].healthy) == ("unhealthy", False)
+    assert rows["nodered"].state == "paused"
+    assert rows["mail"].state == rows["faas"].state == "down"
+    assert rows["mail"].ports == {"mail-smtp": 1025, "mail-http": 8025}
+    assert rows["faas"].version == pins()["openwhisk"]["version"]
+
+
+@pytest.mark.parametrize(("verb", "compose_verb"), [
+    ("stop", "stop"), ("kill", "kill"), ("pause", "pause"), ("resume", "unpause"), ("start", "up"),
+])
+def test_service_verbs_are_compose_verbs(tmp_path, fake_docker, verb, compose_verb):
+    getattr(backend_at(tmp_path), verb)("kafka")
+    argv = compose_calls(fake_docker)[-1]
+    assert argv[7] == compose_verb and argv[-1] == "kafka"
+
+
+def test_restart_restarts_then_waits_until_healthy(tmp_path, fake_docker):
+    backend_at(tmp_path).restart("nodered")
+    assert [argv[7] for argv in compose_calls(fake_docker)] == ["restart", "up"]
+    assert "--wait" in compose_calls(fake_docker)[-1]
+
+
+def test_service_names_are_checked_before_docker_runs(tmp_path, fake_docker):
+    with pytest.raises(LabConfigError, match="Valid services"):
+        backend_at(tmp_path).kill("kafka-ui")
+    assert not (fake_docker / "calls.jsonl").exists()
+
+
+def test_logs_are_scrubbed_of_secrets(tmp_path, fake_docker):
+    backend = backend_at(tmp_path)
+    leaked = secret_values(backend)[0]
+    (fake_docker / "logs.txt").write_text(f"starting with key {leaked}\n")
+    out = backend.logs("storage", lines=5)
+    assert leaked not in out and "***" in out
+    assert compose_calls(fake_docker)[-1][-3:] == ["--tail", "5", "storage"]
+
+
+def test_endpoints_are_the_native_ones(tmp_path):
+    ctx = LabContext.from_env(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", port_offset=100)
+    assert ComposeBackend(ctx).endpoints() == NativeBackend(ctx).endpoints()
+    assert set(ComposeBackend(ctx).network_endpoints()) == set(SERVICE_NAMES)
+
+
+def test_port_offset_moves_every_published_port(tmp_path):
+    ctx = LabContext.from_env(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", port_offset=100)
+    env = ComposeBackend(ctx).compose_env()
+    assert env[port_var("storage")] == "7170" and env[port_var("kafka-ui")] == "8180"
+    assert os.path.basename(str(ComposeBackend(ctx).env_file)) == "compose.env"
