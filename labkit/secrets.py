@@ -40,6 +40,10 @@ class LabSecrets(BaseModel):
             webhook_token=SecretStr(secrets.token_urlsafe(24)),
         )
 
+    def secret_values(self) -> list[str]:
+        """Every secret value, for scrubbing output."""
+        return [v.get_secret_value() for _, v in self if isinstance(v, SecretStr)]
+
     def as_plain_dict(self) -> dict[str, str]:
         return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in self}
 

@@ -166,7 +166,7 @@ def _waves(todo: list[Service]) -> list[list[Service]]:
     pending, waves, placed = list(todo), [], set()
     names = {s.name for s in todo}
     while pending:
-        wave = [s for s in pending if all(d in placed or d not in names for d in getattr(s, "after", ()))]
+        wave = [s for s in pending if all(d in placed or d not in names for d in s.after)]
         waves.append(wave)
         placed |= {s.name for s in wave}
         pending = [s for s in pending if s not in wave]

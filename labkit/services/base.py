@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
@@ -28,6 +29,11 @@ class Service(ABC):
     pin_key: ClassVar[str]
     port_names: ClassVar[tuple[str, ...]]
     hint: ClassVar[str] = ""
+    # Services this one sends events to: they must be ready before it starts.
+    after: ClassVar[tuple[str, ...]] = ()
+    # True for services that print a secret of their own config: their output
+    # then passes through labkit.logpipe, which masks the secrets.
+    output_has_secrets: ClassVar[bool] = False
 
     def __init__(self, ctx: LabContext):
         self.ctx = ctx
@@ -95,6 +101,9 @@ class Service(ABC):
             self.log_path.replace(self.log_path.with_suffix(".log.1"))
         env = {**_base_env(), **self.environment()}
         cmd = self.command()
+        if self.output_has_secrets:
+            env["LABKIT_REDACT"] = "\n".join(self.ctx.secrets.secret_values())
+            cmd = [sys.executable, "-m", "labkit.logpipe", "--", *cmd]
         proc = spawn(cmd, env, self.workdir, self.log_path)
         record = ProcessRecord(self.name, proc.pid, proc.create_time(), cmd, self.ports, self.version)
         self.table.save(record)

@@ -72,6 +72,7 @@ class StorageOut(_Gateway):
     name = "storage-out"
     port_names = ("storage-out",)
     after = ("nodered",)
+    output_has_secrets = True  # versitygw prints the webhook URL, and the URL carries the token
 
     def webhook_url(self) -> str:
         token = self.ctx.secrets.webhook_token.get_secret_value()

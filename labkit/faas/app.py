@@ -1,0 +1,472 @@
+"""The OpenWhisk-compatible REST API (Starlette application)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import string
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    SimpleUser,
+)
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from labkit.faas.activation import HTTP_STATUS, build_record, new_activation_id
+from labkit.faas.config import Credentials, RunnerSettings
+from labkit.faas.models import (
+    DEFAULT_NAMESPACE,
+    SUPPORTED_KINDS,
+    ActionPut,
+    KeyValue,
+    Msg,
+    bump_patch,
+    check_entity_name,
+    merge_limits,
+)
+from labkit.faas.pool import Invocation, WorkerManager, now_ms
+from labkit.faas.store import ActionStore, ActivationStore, Record
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1/"
+LIST_MAX = 200
+ACTIVATION_ID_RE = re.compile(r"\A[0-9a-f]{32}\Z")
+_TXID_ALPHABET = string.ascii_letters + string.digits
+
+
+def _transaction_id() -> str:
+    """OpenWhisk puts a transaction id in every error body's ``code``."""
+    return "".join(secrets.choice(_TXID_ALPHABET) for _ in range(32))
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """OpenWhisk's error body: ``{"error": ..., "code": ...}``."""
+    return JSONResponse({"error": message, "code": _transaction_id()}, status_code=status, headers=headers)
+
+
+class BasicAuthBackend(AuthenticationBackend):
+    """Checks HTTP basic auth (uuid:key) on every ``/api/v1/...`` route."""
+
+    def __init__(self, creds: Credentials) -> None:
+        """Remember the expected credentials.
+
+        Args:
+            creds: The runner's uuid and key.
+        """
+        self._user = creds.uuid.encode()
+        self._key = creds.key.encode()
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        """Accept valid credentials, reject anything else under ``/api/v1/``."""
+        if not conn.url.path.startswith(API_PREFIX):
+            return None  # /ping and /api/v1 are open
+        scheme, _, encoded = conn.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            raise AuthenticationError(Msg.UNAUTHENTICATED)
+        try:
+            user, _, key = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            raise AuthenticationError(Msg.UNAUTHENTICATED) from None
+        # Evaluate both comparisons so timing does not reveal which part was wrong.
+        user_ok = hmac.compare_digest(user, self._user)
+        key_ok = hmac.compare_digest(key, self._key)
+        if not (user_ok and key_ok):
+            raise AuthenticationError(Msg.UNAUTHENTICATED)
+        return AuthCredentials(["authenticated"]), SimpleUser(user.decode())
+
+
+def _auth_error(conn: HTTPConnection, exc: Exception) -> Response:
+    return error_response(401, str(exc), headers={"WWW-Authenticate": 'Basic realm="labkit-faas"'})
+
+
+# --- request helpers ---------------------------------------------------------
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "false").lower() == "true"
+
+
+def _int_param(request: Request, name: str, default: int, collection: str) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise HTTPException(400, f"The value '{raw}' is not an integer for {collection}.") from None
+
+
+def _page(request: Request, collection: str) -> tuple[int, int]:
+    """``limit`` and ``skip`` with OpenWhisk's bounds (limit 0 means the default)."""
+    limit = _int_param(request, "limit", 30, collection)
+    skip = _int_param(request, "skip", 0, collection)
+    if not 0 <= limit <= LIST_MAX:
+        raise HTTPException(400, f"The value '{limit}' is not in the range of 0 to {LIST_MAX} for {collection}.")
+    if skip < 0:
+        raise HTTPException(400, f"The value '{skip}' is not greater than or equal to 0 for {collection}.")
+    return limit or 30, skip
+
+
+def _namespace(request: Request) -> str:
+    """Resolve ``_`` to the default namespace; other namespaces are not ours."""
+    ns = request.path_params["ns"]
+    if ns in ("_", DEFAULT_NAMESPACE):
+        return DEFAULT_NAMESPACE
+    raise HTTPException(403, f"The supplied authentication is not authorized to access '{ns}'.")
+
+
+def _entity_name(request: Request) -> str:
+    name = str(request.path_params["name"])
+    if not check_entity_name(name):
+        raise HTTPException(400, Msg.ENTITY_NAME_ILLEGAL)
+    return name
+
+
+async def _read_json(request: Request, limit: int, field: str) -> Any:
+    """Read a JSON body no larger than ``limit`` bytes (413 beyond it).
+
+    An empty body reads as ``{}``, which OpenWhisk accepts for invokes.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, Msg.TOO_BIG.format(field=field, size=declared, limit=limit))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:  # chunked uploads carry no content-length
+            raise HTTPException(413, Msg.TOO_BIG.format(field=field, size=f"at least {len(body)}", limit=limit))
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise HTTPException(400, f"{Msg.MALFORMED}{exc}") from None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        text = err["msg"].removeprefix("Value error, ")
+        parts.append(f"requirement failed: {text}" if not where else f"{where}: requirement failed: {text}")
+    return Msg.MALFORMED + "\n".join(parts)
+
+
+def _kv_list(entries: list[KeyValue]) -> list[dict[str, Any]]:
+    out = []
+    for kv in entries:
+        item: dict[str, Any] = {"key": kv.key, "value": kv.value}
+        if kv.init:
+            item["init"] = True
+        out.append(item)
+    return out
+
+
+def _summary(action: Record) -> Record:
+    """An action as OpenWhisk lists it: exec without code."""
+    exec_ = {"kind": action["exec"]["kind"], "binary": False}
+    return {**action, "exec": exec_}
+
+
+def _activation_summary(record: Record) -> Record:
+    """An activation as OpenWhisk lists it without ``docs=true``: no logs, no response."""
+    return {k: v for k, v in record.items() if k not in ("logs", "response")}
+
+
+def build_action(namespace: str, name: str, put: ActionPut, existing: Record | None) -> Record:
+    """Create or update an action record the way OpenWhisk merges a PUT.
+
+    Args:
+        namespace: Resolved namespace.
+        name: Action name.
+        put: The validated request.
+        existing: The stored record when updating.
+
+    Returns:
+        The new record (version bumped on update).
+    """
+    if put.exec is None and existing is None:
+        raise HTTPException(400, f"{Msg.MALFORMED}requirement failed: exec undefined")
+    if put.exec is not None:
+        exec_: Record = {"kind": put.exec.kind, "code": put.exec.code or "", "binary": False}
+        if put.exec.main:
+            exec_["main"] = put.exec.main
+    else:
+        exec_ = dict(existing["exec"])  # type: ignore[index]
+    old = existing or {}
+    # Fields left out of an update keep their stored value, as in OpenWhisk.
+    annotations = _kv_list(put.annotations) if put.annotations is not None else old.get("annotations", [])
+    annotations = [a for a in annotations if a["key"] != "exec"] + [{"key": "exec", "value": exec_["kind"]}]
+    parameters = _kv_list(put.parameters) if put.parameters is not None else old.get("parameters", [])
+    return {
+        "namespace": namespace,
+        "name": name,
+        "version": bump_patch(existing["version"]) if existing else "0.0.1",
+        "exec": exec_,
+        "parameters": parameters,
+        "limits": merge_limits(existing["limits"] if existing else None, put.limits),
+        "annotations": annotations,
+        "publish": False,
+        "updated": now_ms(),
+    }
+
+
+# --- the service -------------------------------------------------------------
+
+
+class FaasService:
+    """Owns the stores and the worker manager; its methods are the route handlers."""
+
+    def __init__(self, settings: RunnerSettings) -> None:
+        """Open the stores; workers start in :meth:`lifespan`.
+
+        Args:
+            settings: Runner settings.
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.actions = ActionStore(settings.data_dir)
+        self.activations = ActivationStore(settings.data_dir, settings.activation_ring)
+        self.manager = WorkerManager(settings)
+        self._running: set[asyncio.Task[Record]] = set()
+        self._put_lock = asyncio.Lock()  # PUT is read-modify-write (version bump)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Start the worker manager; on shutdown stop every worker."""
+        await self.manager.start()
+        try:
+            yield
+        finally:
+            await self.stop_workers()
+            self.activations.close()
+
+    async def stop_workers(self) -> None:
+        """Kill all workers and let the cut-short activations record themselves.
+
+        Called as soon as shutdown starts, so that blocked invokes answer at
+        once instead of holding the server's graceful-shutdown wait.
+        """
+        await self.manager.close()
+        if self._running:
+            await asyncio.wait(self._running, timeout=5.0)
+
+    # --- info ----------------------------------------------------------------
+
+    async def ping(self, request: Request) -> Response:
+        """Readiness check."""
+        return PlainTextResponse("pong")
+
+    async def api_info(self, request: Request) -> Response:
+        """Small description of this API, like OpenWhisk's ``GET /api/v1``."""
+        return JSONResponse({
+            "api_paths": ["/api/v1"],
+            "description": "OpenWhisk-compatible API (labkit FaaS runner)",
+            "runtimes": {"python": [{"kind": k, "default": True} for k in SUPPORTED_KINDS]},
+            "limits": {
+                "max_action_bytes": self.settings.max_action_bytes,
+                "max_payload_bytes": self.settings.max_payload_bytes,
+            },
+        })
+
+    async def list_namespaces(self, request: Request) -> Response:
+        """The only namespace there is."""
+        return JSONResponse([DEFAULT_NAMESPACE])
+
+    # --- actions ---------------------------------------------------------------
+
+    async def list_actions(self, request: Request) -> Response:
+        """``GET /namespaces/{ns}/actions``."""
+        ns = _namespace(request)
+        limit, skip = _page(request, "actions")
+        return JSONResponse([_summary(a) for a in self.actions.list(ns)[skip : skip + limit]])
+
+    async def get_action(self, request: Request) -> Response:
+        """``GET /namespaces/{ns}/actions/{name}`` (``code=false`` omits the code)."""
+        action = self._action_or_404(request)
+        if request.query_params.get("code", "true").lower() == "false":
+            action = {**action, "exec": {k: v for k, v in action["exec"].items() if k != "code"}}
+        return JSONResponse(action)
+
+    async def put_action(self, request: Request) -> Response:
+        """``PUT /namespaces/{ns}/actions/{name}?overwrite=...``."""
+        ns, name = _namespace(request), _entity_name(request)
+        body = await _read_json(request, self.settings.max_action_bytes, "exec")
+        try:
+            put = ActionPut.model_validate(body)
+        except ValidationError as exc:
+            raise HTTPException(400, _validation_message(exc)) from None
+        async with self._put_lock:
+            existing = self.actions.get(ns, name)
+            if existing is not None and not _flag(request, "overwrite"):
+                raise HTTPException(409, Msg.CONFLICT)
+            record = build_action(ns, name, put, existing)
+            await asyncio.to_thread(self.actions.put, record)  # code can be up to 48 MB
+        if existing is not None:
+            self.manager.retire(ns, name)  # the next call cold-starts with the new code
+        return JSONResponse(record)
+
+    async def delete_action(self, request: Request) -> Response:
+        """``DELETE /namespaces/{ns}/actions/{name}``; answers with the deleted record."""
+        ns, name = _namespace(request), _entity_name(request)
+        async with self._put_lock:
+            record = self.actions.delete(ns, name)
+        if record is None:
+            raise HTTPException(404, Msg.NOT_FOUND)
+        self.manager.retire(ns, name)
+        return JSONResponse(record)
+
+    def _action_or_404(self, request: Request) -> Record:
+        action = self.actions.get(_namespace(request), _entity_name(request))
+        if action is None:
+            raise HTTPException(404, Msg.NOT_FOUND)
+        return action
+
+    # --- invocation ------------------------------------------------------------
+
+    async def invoke(self, request: Request) -> Response:
+        """``POST /namespaces/{ns}/actions/{name}?blocking=...&result=...``."""
+        arrived = now_ms()
+        action = self._action_or_404(request)
+        params = await _read_json(request, self.settings.max_payload_bytes, "request entity")
+        if not isinstance(params, dict):
+            raise HTTPException(400, f"{Msg.MALFORMED}the invocation parameters must be a JSON object")
+        auth_key = self.settings.auth.basic
+        activation_id = new_activation_id()
+        task = self._submit(Invocation(action, params, activation_id, arrived, api_key=auth_key))
+        accepted = JSONResponse({"activationId": activation_id}, status_code=202)
+        if not _flag(request, "blocking"):
+            return accepted
+        # OpenWhisk waits a bounded time, then hands back the id to poll.
+        done, _ = await asyncio.wait({task}, timeout=self.settings.blocking_timeout_s)
+        if not done:
+            return accepted
+        record = task.result()
+        status = HTTP_STATUS[record["response"]["statusCode"]]
+        body = record["response"]["result"] if _flag(request, "result") else record
+        return JSONResponse(body, status_code=status, headers={"x-openwhisk-activation-id": activation_id})
+
+    def _submit(self, inv: Invocation) -> asyncio.Task[Record]:
+        """Run an activation in the background; the task yields its record."""
+        task = asyncio.create_task(self._activate(inv))
+        self._running.add(task)  # keep a reference: non-blocking calls have no other owner
+        task.add_done_callback(self._running.discard)
+        return task
+
+    async def _activate(self, inv: Invocation) -> Record:
+        execution = await self.manager.execute(inv)
+        record = build_record(inv.action, inv.activation_id, execution)
+        self.activations.add(record)
+        return record
+
+    # --- activations -----------------------------------------------------------
+
+    async def list_activations(self, request: Request) -> Response:
+        """``GET /namespaces/{ns}/activations?limit&skip&name&since&upto&docs``."""
+        ns = _namespace(request)
+        limit, skip = _page(request, "activations")
+        since = _int_param(request, "since", -1, "activations")
+        upto = _int_param(request, "upto", -1, "activations")
+        records = self.activations.list(
+            ns,
+            name=request.query_params.get("name"),
+            limit=limit,
+            skip=skip,
+            since=since if since >= 0 else None,
+            upto=upto if upto >= 0 else None,
+        )
+        if not _flag(request, "docs"):
+            records = [_activation_summary(r) for r in records]
+        return JSONResponse(records)
+
+    def _activation_or_404(self, request: Request) -> Record:
+        _namespace(request)
+        activation_id = request.path_params["aid"]
+        if not ACTIVATION_ID_RE.match(activation_id):
+            raise HTTPException(400, "The activation id is not valid.")
+        record = self.activations.get(activation_id)
+        if record is None:
+            raise HTTPException(404, Msg.NOT_FOUND)
+        return record
+
+    async def get_activation(self, request: Request) -> Response:
+        """``GET /namespaces/{ns}/activations/{id}``."""
+        return JSONResponse(self._activation_or_404(request))
+
+    async def get_activation_logs(self, request: Request) -> Response:
+        """``GET /namespaces/{ns}/activations/{id}/logs``."""
+        return JSONResponse({"logs": self._activation_or_404(request)["logs"]})
+
+    async def get_activation_result(self, request: Request) -> Response:
+        """``GET /namespaces/{ns}/activations/{id}/result`` (the ``response`` object)."""
+        return JSONResponse(self._activation_or_404(request)["response"])
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":  # Starlette's own 404 for unknown paths
+        message = Msg.NOT_FOUND
+    return error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, Msg.INTERNAL)
+
+
+def create_app(settings: RunnerSettings) -> Starlette:
+    """Build the ASGI application.
+
+    Args:
+        settings: Runner settings.
+
+    Returns:
+        The Starlette app; its lifespan starts and stops the workers.
+    """
+    svc = FaasService(settings)
+    base = "/api/v1/namespaces/{ns}"
+    routes = [
+        Route("/ping", svc.ping, methods=["GET"]),
+        Route("/api/v1", svc.api_info, methods=["GET"]),
+        Route("/api/v1/namespaces", svc.list_namespaces, methods=["GET"]),
+        Route(f"{base}/actions", svc.list_actions, methods=["GET"]),
+        Route(f"{base}/actions/{{name}}", svc.get_action, methods=["GET"]),
+        Route(f"{base}/actions/{{name}}", svc.put_action, methods=["PUT"]),
+        Route(f"{base}/actions/{{name}}", svc.invoke, methods=["POST"]),
+        Route(f"{base}/actions/{{name}}", svc.delete_action, methods=["DELETE"]),
+        Route(f"{base}/activations", svc.list_activations, methods=["GET"]),
+        Route(f"{base}/activations/{{aid}}", svc.get_activation, methods=["GET"]),
+        Route(f"{base}/activations/{{aid}}/logs", svc.get_activation_logs, methods=["GET"]),
+        Route(f"{base}/activations/{{aid}}/result", svc.get_activation_result, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(AuthenticationMiddleware, backend=BasicAuthBackend(settings.auth), on_error=_auth_error),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=svc.lifespan,
+    )
+    app.state.service = svc
+    return app
