@@ -1,12 +1,11 @@
-"""Fixtures for the Node-RED tests: a cached ``npm ci`` install and a running Node-RED.
+"""Fixtures for the Node-RED tests: the session stack's own Node-RED and Kafka.
 
-See nodered_harness.py for how the install is cached and the process is run.
+These tests deploy small flows of their own (full deploys), so any test that
+needs the pipeline flow deploys it again itself.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,55 +15,31 @@ import pytest
 
 from labkit.nodered import NodeRedAdmin
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # nodered_harness, nodered_flows
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # nodered_flows, nodered_support
 
-from nodered_harness import (  # noqa: E402
-    DEFAULT_KAFKA,
-    NodeRedProcess,
-    install_nodered,
-    start_nodered,
-    stop_nodered,
-)
+from nodered_support import NodeRedEndpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def nodered_install() -> Path:
-    cache = Path(os.environ.get("LABKIT_NODERED_TEST_CACHE", "/tmp/labkit-nodered-test-cache"))
-    install_dir, elapsed = install_nodered(cache)
-    if elapsed is not None:
-        print(f"\n[nodered] npm ci took {elapsed:.1f} s into {install_dir}")
-    return install_dir
+def nodered(lab) -> NodeRedEndpoint:
+    secrets = lab.ctx.secrets
+    return NodeRedEndpoint(lab.endpoints["nodered"], secrets.nodered_user, secrets.nodered_password.get_secret_value())
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    """Broker for the Kafka node tests (``LABKIT_TEST_KAFKA``, default 127.0.0.1:29092)."""
-    explicit = os.environ.get("LABKIT_TEST_KAFKA")
-    address = explicit or DEFAULT_KAFKA
-    host, _, port = address.split(",")[0].rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as exc:
-        if explicit:
-            pytest.fail(f"LABKIT_TEST_KAFKA={address} is not reachable: {exc}")
-        pytest.skip(f"no Kafka broker at {address} (set LABKIT_TEST_KAFKA): {exc}")
-    return address
+def red_js(lab) -> Path:
+    """Node-RED's entry point in labkit's install cache."""
+    service = lab.backend.service("nodered")
+    return service.install_step().target(lab.ctx.config.cache_dir) / "node_modules" / "node-red" / "red.js"
 
 
-@pytest.fixture(scope="module")
-def nodered(nodered_install: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRedProcess]:
-    user_dir = tmp_path_factory.mktemp("nodered-userdir")
-    extra = {"LABKIT_TEST_KAFKA": os.environ.get("LABKIT_TEST_KAFKA", DEFAULT_KAFKA)}
-    nr = start_nodered(nodered_install, user_dir, extra)
-    try:
-        yield nr
-    finally:
-        stop_nodered(nr)
-        assert nr.proc.poll() is not None, "Node-RED is still running"
+@pytest.fixture(scope="session")
+def kafka_bootstrap(lab) -> str:
+    return lab.kafka_bootstrap
 
 
 @pytest.fixture()
-def admin(nodered: NodeRedProcess) -> Iterator[NodeRedAdmin]:
+def admin(nodered: NodeRedEndpoint) -> Iterator[NodeRedAdmin]:
     with nodered.admin() as client:
         yield client
 

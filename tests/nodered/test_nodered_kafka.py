@@ -1,4 +1,4 @@
-"""The labkit-kafka nodes against a real broker (LABKIT_TEST_KAFKA, default 127.0.0.1:29092)."""
+"""The labkit-kafka nodes against the lab's real Kafka broker."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from labkit.nodered import NodeRedAdmin
 from nodered_flows import function, http_in, http_response, kafka_broker, kafka_in, kafka_out, tab
-from nodered_harness import NodeRedProcess
+from nodered_support import NodeRedEndpoint
 
 STORE = ("const got = flow.get('got') || [];\n"
          "got.push({payload: msg.payload, topic: msg.topic, kafka: msg.kafka});\n"
@@ -41,8 +41,8 @@ def consumer_flow(topic: str, group: str, max_in_flight: int = 0) -> list[dict[s
     z = f"tab-{group}"  # flow context lives as long as the tab id: a fresh tab per test
     return [
         tab(z, "kafka smoke"),
-        # ${...} is substituted from Node-RED's environment (the fixture sets LABKIT_TEST_KAFKA)
-        kafka_broker("kafkabroker001", "${LABKIT_TEST_KAFKA}"),
+        # ${...} is substituted from Node-RED's environment (labkit sets LABKIT_KAFKA_BOOTSTRAP)
+        kafka_broker("kafkabroker001", "${LABKIT_KAFKA_BOOTSTRAP}"),
         kafka_in("kafkain0000001", z, "kafkabroker001", topic, group, [["kafkastore001"]],
                  max_in_flight=max_in_flight, ack_timeout_s=120),
         function("kafkastore001", z, STORE, [[]]),
@@ -55,7 +55,7 @@ def consumer_flow(topic: str, group: str, max_in_flight: int = 0) -> list[dict[s
     ]
 
 
-def received(nodered: NodeRedProcess) -> list[dict[str, Any]]:
+def received(nodered: NodeRedEndpoint) -> list[dict[str, Any]]:
     response = httpx.get(nodered.base_url + "/smoke/kafka", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
@@ -76,7 +76,7 @@ def topic(unique: str) -> str:
     return f"labkit-nodered-test-{unique}"
 
 
-def test_consumer_emits_produced_records(nodered: NodeRedProcess, admin: NodeRedAdmin, kafka_bootstrap: str,
+def test_consumer_emits_produced_records(nodered: NodeRedEndpoint, admin: NodeRedAdmin, kafka_bootstrap: str,
                                          topic: str, unique: str) -> None:
     admin.deploy(consumer_flow(topic, f"labkit-test-{unique}"))
     values = [json.dumps({"object": f"img-{i}.jpg", "n": i}) for i in range(3)]
@@ -92,7 +92,7 @@ def test_consumer_emits_produced_records(nodered: NodeRedProcess, admin: NodeRed
     assert len(received(nodered)) == 3  # nothing duplicated
 
 
-def test_max_in_flight_pauses_until_acked(nodered: NodeRedProcess, admin: NodeRedAdmin, kafka_bootstrap: str,
+def test_max_in_flight_pauses_until_acked(nodered: NodeRedEndpoint, admin: NodeRedAdmin, kafka_bootstrap: str,
                                           topic: str, unique: str) -> None:
     admin.deploy(consumer_flow(topic, f"labkit-test-{unique}", max_in_flight=2))
     produce(kafka_bootstrap, topic, ["a", "b", "c"])
@@ -105,12 +105,12 @@ def test_max_in_flight_pauses_until_acked(nodered: NodeRedProcess, admin: NodeRe
     assert [r["payload"] for r in got] == ["a", "b", "c"]
 
 
-def test_producer_node_writes_records(nodered: NodeRedProcess, admin: NodeRedAdmin, kafka_bootstrap: str,
+def test_producer_node_writes_records(nodered: NodeRedEndpoint, admin: NodeRedAdmin, kafka_bootstrap: str,
                                       topic: str) -> None:
     z = "kafkaouttab0001"
     admin.deploy([
         tab(z, "kafka out"),
-        kafka_broker("kafkabroker002", "${LABKIT_TEST_KAFKA}"),
+        kafka_broker("kafkabroker002", "${LABKIT_KAFKA_BOOTSTRAP}"),
         http_in("produceIn00001", z, "/smoke/produce", [["produceFn00001"]], method="post"),
         function("produceFn00001", z,
                  "const record = {payload: msg.payload, key: 'dlq-key'};\n"

@@ -11,7 +11,7 @@ import pytest
 
 from labkit.nodered import NodeRedAdmin, NodeRedError
 
-from nodered_harness import SETTINGS, NodeRedProcess, red_js
+from nodered_support import SETTINGS, NodeRedEndpoint
 from nodered_flows import dashboard_flow, smoke_flow
 
 
@@ -23,7 +23,7 @@ def token_request(base_url: str, username: str, password: str) -> httpx.Response
 
 
 # ------------------------------------------------------------------ admin
-def test_wrong_password_is_refused(nodered: NodeRedProcess) -> None:
+def test_wrong_password_is_refused(nodered: NodeRedEndpoint) -> None:
     assert token_request(nodered.base_url, nodered.username, nodered.password + "x").status_code in (401, 403)
     assert token_request(nodered.base_url, "intruder", nodered.password).status_code in (401, 403)
     wrong = "not-the-password-" + nodered.password[:4]
@@ -35,7 +35,7 @@ def test_wrong_password_is_refused(nodered: NodeRedProcess) -> None:
     assert wrong not in str(info.value) and wrong not in repr(client)
 
 
-def test_admin_api_needs_a_token(nodered: NodeRedProcess) -> None:
+def test_admin_api_needs_a_token(nodered: NodeRedEndpoint) -> None:
     assert httpx.get(nodered.base_url + "/flows", timeout=10).status_code == 401
     assert httpx.get(nodered.base_url + "/nodes", headers={"Accept": "application/json"},
                      timeout=10).status_code == 401
@@ -44,7 +44,7 @@ def test_admin_api_needs_a_token(nodered: NodeRedProcess) -> None:
     assert token_request(nodered.base_url, nodered.username, nodered.password).status_code == 200
 
 
-def test_deploy_and_call_http_endpoint(nodered: NodeRedProcess, admin: NodeRedAdmin) -> None:
+def test_deploy_and_call_http_endpoint(nodered: NodeRedEndpoint, admin: NodeRedAdmin) -> None:
     flow = smoke_flow()
     rev = admin.deploy(flow)
     assert rev
@@ -91,7 +91,7 @@ def test_installed_nodes_are_discovered(admin: NodeRedAdmin) -> None:
     assert by_type["labkit-kafka-in"]["version"] == "1.0.0"
 
 
-def test_dashboard_is_served_at_dashboard(nodered: NodeRedProcess, admin: NodeRedAdmin) -> None:
+def test_dashboard_is_served_at_dashboard(nodered: NodeRedEndpoint, admin: NodeRedAdmin) -> None:
     admin.deploy(dashboard_flow())
     page = httpx.get(nodered.base_url + "/dashboard/pipeline", timeout=10)  # no credentials needed
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -101,7 +101,7 @@ def test_dashboard_is_served_at_dashboard(nodered: NodeRedProcess, admin: NodeRe
 
 
 # --------------------------------------------------------------- body size
-def test_oversized_body_is_rejected_with_413(nodered: NodeRedProcess, admin: NodeRedAdmin) -> None:
+def test_oversized_body_is_rejected_with_413(nodered: NodeRedEndpoint, admin: NodeRedAdmin) -> None:
     admin.deploy(smoke_flow())
     url = nodered.base_url + "/smoke/upload"
     with httpx.Client(timeout=30) as client:
@@ -126,14 +126,14 @@ def test_oversized_body_is_rejected_with_413(nodered: NodeRedProcess, admin: Nod
 
 # ------------------------------------------------------ settings.js refusal
 @pytest.mark.parametrize("missing", ["LABKIT_NODERED_PASSWORD", "LABKIT_NODERED_USER"])
-def test_settings_refuse_to_start_without_credentials(nodered_install, tmp_path, missing: str) -> None:
+def test_settings_refuse_to_start_without_credentials(red_js, tmp_path, missing: str) -> None:
     password = "pw-that-must-not-leak-0xC0FFEE"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_NODERED_")}
     env.update({"LABKIT_NODERED_USER": "someone", "LABKIT_NODERED_PASSWORD": password})
     del env[missing]
     started = time.monotonic()
     proc = subprocess.run(
-        ["node", str(red_js(nodered_install)), "--userDir", str(tmp_path), "--settings", str(SETTINGS),
+        ["node", str(red_js), "--userDir", str(tmp_path), "--settings", str(SETTINGS),
          "--port", "0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )
