@@ -32,7 +32,10 @@ class Lab:
 
     @classmethod
     def from_env(cls, reporter: Reporter = QUIET, **overrides: object) -> "Lab":
-        return cls(LabContext.from_env(**overrides), reporter)
+        """The lab configured by ``LABKIT_*`` variables; overrides that are None are ignored,
+        so a notebook can pass its parameters straight through."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(LabContext.from_env(**given), reporter)
 
     # -- the stack -----------------------------------------------------------
     def up(self, wipe: bool = False) -> list[ServiceStatus]:
