@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 
 
+class ShuttingDown(RuntimeError):
+    """The runner is stopping; no new worker may start."""
+
+
 def now_ms() -> int:
     """Wall-clock epoch milliseconds, as OpenWhisk records start and end."""
     return time.time_ns() // 1_000_000
@@ -137,6 +141,8 @@ class WorkerManager:
         async with pool.gate:
             try:
                 worker, cold = await self._check_out(pool, inv.action)
+            except ShuttingDown:
+                return self._internal_error(inv, now_ms(), Msg.SHUTDOWN)
             except Exception:
                 log.exception("could not start a worker for %s", _fq_name(inv.action))
                 return self._internal_error(inv, now_ms())
@@ -148,8 +154,8 @@ class WorkerManager:
                 return self._internal_error(inv, start_ms)
 
     @staticmethod
-    def _internal_error(inv: Invocation, start_ms: int) -> Execution:
-        verdict = Verdict(WHISK_ERROR, {"error": Msg.INTERNAL})
+    def _internal_error(inv: Invocation, start_ms: int, message: str = Msg.INTERNAL) -> Execution:
+        verdict = Verdict(WHISK_ERROR, {"error": message})
         return Execution(start_ms, now_ms(), max(0, start_ms - inv.arrived_ms), verdict)
 
     async def _execute_on(
@@ -194,7 +200,7 @@ class WorkerManager:
         async with self._slots:
             while True:
                 if self._closing:
-                    raise RuntimeError("the runner is shutting down")
+                    raise ShuttingDown()
                 worker = self._take_idle(pool)
                 if worker is not None:
                     return worker, False
@@ -224,6 +230,9 @@ class WorkerManager:
             await self._release_slot()
             raise
         self._workers.add(worker)
+        if self._closing:  # shutdown began while this process was starting
+            await self._discard(worker)
+            raise ShuttingDown()
         return worker
 
     def _init_value(self, action: Mapping[str, Any]) -> dict[str, Any]:
