@@ -4,7 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup lab test down clean
+.PHONY: setup system-deps lab test down
+
+# Debian packages: WeasyPrint's text libraries (PDF reports) and Chromium (the
+# tests open the HTML report and the widget panel in a real browser).
+DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 chromium
 
 $(BIN)/labkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +17,14 @@ $(BIN)/labkit: pyproject.toml
 	touch $@
 
 ## setup: Python environment plus every service, built into the per-user cache
-setup: $(BIN)/labkit
+setup: $(BIN)/labkit system-deps
 	$(BIN)/labkit install
+
+system-deps:
+	@if dpkg -s $(DEBS) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS); \
+	else echo "Missing Debian packages: $(DEBS). Fix: sudo apt-get install $(DEBS)"; exit 2; fi
 
 ## lab: the main job: stand the stack up and show its status
 lab: setup

@@ -120,5 +120,18 @@ def _print_table(rows: list[ServiceStatus]) -> None:
     Console().print(table)
 
 
+@main.command(help="Render the SLA report (HTML and PDF) of a run directory written by labkit.report.save_run.")
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option("--out", "out_dir", default="reports", show_default=True, help="Directory for the report files.")
+@click.option("--threshold-s", type=float, default=None, help="SLA latency bound in seconds [default: LABKIT_SLA_THRESHOLD_S].")
+@_errors_to_exit
+def report(run_dir: str, out_dir: str, threshold_s: float | None) -> None:
+    # Imported here so that matplotlib and friends load only for this command.
+    from labkit.report import report_run
+
+    for kind, path in report_run(run_dir, out_dir, threshold_s).items():
+        click.echo(f"{kind}: {path}")
+
+
 if __name__ == "__main__":
     main()
