@@ -43,7 +43,7 @@ def load_metrics(path: Path) -> pd.DataFrame:
     Returns:
         One row per line, with ``COLUMNS``, every ``STAGES`` column, and ``duration_s``.
     """
-    frame = pd.DataFrame(read_lines(path))
+    frame = _action_phases_apart(pd.DataFrame(read_lines(path)))
     for column in COLUMNS:
         if column not in frame:
             frame[column] = pd.NA
@@ -61,3 +61,15 @@ def waterfall(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[frame["outcome"] == "ok"]
     offsets = ok[list(STAMPS)].sub(ok["t_upload_start"], axis=0)
     return offsets.assign(key=ok["key"]).set_index("key")
+
+
+def _action_phases_apart(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep the action's own phase timings as ``action_*_ms``, apart from the pipeline stages
+    (the action's ``upload_ms`` is its write to S3, not the client's upload)."""
+    for phase in ("download", "resize", "upload"):
+        raw, named = f"{phase}_ms", f"action_{phase}_ms"
+        if raw in frame and named not in frame:
+            frame = frame.rename(columns={raw: named})
+        elif raw in frame:
+            frame = frame.drop(columns=raw)
+    return frame

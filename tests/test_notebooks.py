@@ -50,3 +50,13 @@ def test_01_pubsub_sees_the_upload_event_and_the_lag(lab, out_dir):
     assert results["lag_before"] >= results["read"]
     assert results["lag_after"] == results["lag_before"] - results["read"]
     assert_no_secrets(lab, notebook)
+
+
+def test_02_faas_shows_a_resize_and_a_cold_start(lab, out_dir):
+    results, notebook = run_notebook("02_faas", lab, out_dir, seed=5, warm_calls=3)
+    assert results["status"] == "success"
+    assert max(results["width_out"], results["height_out"]) <= 640
+    assert results["cold_is_first"] is True
+    assert results["cold_init_ms"] > 0
+    assert results["cold_total_ms"] > results["warm_median_ms"]
+    assert_no_secrets(lab, notebook)

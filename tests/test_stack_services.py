@@ -50,8 +50,10 @@ def test_upload_event_reaches_kafka(lab):
     key = f"dir/{uuid.uuid4().hex}.bin"
     s3.put_object("events-probe", key, io.BytesIO(b"x" * 10), 10)
     for message in consumer:
-        event = json.loads(message.value)
-        records = event.get("Records", [])
+        try:
+            records = json.loads(message.value).get("Records", [])
+        except (ValueError, AttributeError):
+            continue  # other tests put malformed records on the topic on purpose
         if records and records[0]["s3"]["object"]["key"] == key:
             assert records[0]["eventName"] == "s3:ObjectCreated:Put"
             assert records[0]["s3"]["bucket"]["name"] == "events-probe"

@@ -18,6 +18,10 @@
  *                                     (default 5242880 = 5 MiB, matches apiMaxLength)
  *
  * Flows read any other variable (LABKIT_*) with env.get("NAME") or ${NAME}.
+ *
+ * Function nodes get the `minio` npm library as global.get('minio') (see
+ * functionGlobalContext below). It is found through NODE_PATH (labkit sets it to
+ * the install's node_modules), else beside the running Node-RED.
  */
 'use strict';
 
@@ -52,6 +56,26 @@ const MAX_BODY_BYTES = (function () {
     const n = raw ? parseInt(raw, 10) : NaN;
     return Number.isFinite(n) && n > 0 ? n : 5 * 1024 * 1024;
 })();
+/**
+ * The `minio` S3 client library for function nodes, or undefined (with a warning)
+ * when it is not installed: Node-RED still starts, the flow reports the gap.
+ */
+function loadMinio() {
+    try {
+        return require('minio'); // NODE_PATH, or a node_modules above this file
+    } catch (e) {
+        try {
+            // settings.js may live outside the install: resolve beside node-red's red.js
+            const dir = require('path').dirname(require.main.filename);
+            return require(require.resolve('minio', { paths: [dir] }));
+        } catch (e2) {
+            console.warn('labkit Node-RED settings: the minio library is not installed; ' +
+                "function nodes will find global.get('minio') undefined");
+            return undefined;
+        }
+    }
+}
+
 // Past this declared size we do not bother draining the request before replying.
 const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
 
@@ -125,6 +149,8 @@ module.exports = {
     flowFilePretty: true,
 
     functionExternalModules: false,
+    // Libraries function nodes reach with global.get(name).
+    functionGlobalContext: { minio: loadMinio() },
     functionTimeout: 0,
     externalModules: {
         autoInstall: false,

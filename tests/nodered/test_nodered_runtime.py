@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from labkit.nodered import NodeRedAdmin, NodeRedError
+from labkit.services.nodered import MAX_BODY_BYTES
 
 from nodered_support import SETTINGS, NodeRedEndpoint
 from nodered_flows import dashboard_flow, smoke_flow
@@ -107,7 +108,7 @@ def test_oversized_body_is_rejected_with_413(nodered: NodeRedEndpoint, admin: No
     with httpx.Client(timeout=30) as client:
         small = client.post(url, content=b"x" * 1024 * 1024, headers={"Content-Type": "application/octet-stream"})
         assert small.status_code == 200 and small.json() == {"bytes": 1024 * 1024}
-        big = client.post(url, content=b"x" * 6 * 1024 * 1024, headers={"Content-Type": "application/octet-stream"})
+        big = client.post(url, content=b"x" * (MAX_BODY_BYTES + 1), headers={"Content-Type": "application/octet-stream"})
         assert big.status_code == 413
         big_json = client.post(url, content=b'{"a":"' + b"y" * 6 * 1024 * 1024 + b'"}',
                                headers={"Content-Type": "application/json"})

@@ -1,0 +1,312 @@
+"""The whole pipeline on the session's real stack: upload -> S3 -> Kafka -> Node-RED -> FaaS -> S3 -> webhook.
+
+Every test uses its own keys (a per-module run id), so tests do not see each other's
+images. Waits poll with a bound; services stopped here are started again in ``finally``.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from minio.error import S3Error
+from PIL import Image
+
+from labkit import pipeline, upload
+from labkit.errors import ServiceError
+from labkit.faas.client import FaasError
+from labkit.images import bad_input_corpus, generate_pool
+from labkit.lab import Lab
+from labkit.metrics import STAMPS
+from labkit.services.storage import TOPIC, WEBHOOK_PATH
+
+pytestmark = pytest.mark.stack
+
+DLQ = "dit247-dlq"
+MAX_EDGE = 640
+
+
+def poll(what: str, fetch: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.25) -> Any:
+    """Call ``fetch`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@pytest.fixture(scope="module")
+def pipe(lab: Lab) -> Iterator[Lab]:
+    """The session's stack with the pipeline stood up; torn down after the module."""
+    pipeline.stand_up(lab)
+    try:
+        yield lab
+    finally:
+        pipeline.tear_down(lab)
+
+
+@pytest.fixture()
+def run_id() -> str:
+    return f"t{uuid.uuid4().hex[:8]}/"
+
+
+def push_ok(lab: Lab, images, prefix: str) -> pd.DataFrame:
+    sent = upload.push(lab, images, concurrency=4, progress=False, prefix=prefix)
+    assert (sent["status"] == 200).all(), sent[sent["status"] != 200].to_dict("records")
+    return sent
+
+
+def end_offsets(lab: Lab, topic: str) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+
+
+def read_from(lab: Lab, offsets: dict[TopicPartition, int]) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of every record after ``offsets`` (one pass, bounded by a 2 s idle timeout)."""
+    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=2000)
+    try:
+        consumer.assign(list(offsets))
+        for tp, offset in offsets.items():
+            consumer.seek(tp, offset)
+        return [(r.key, r.value) for r in consumer]
+    finally:
+        consumer.close()
+
+
+def expected_size(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, MAX_EDGE / max(width, height))
+    return round(width * scale), round(height * scale)
+
+
+# ---------------------------------------------------------------- the flow itself
+
+
+def test_deployed_flow_holds_no_secrets_and_serves_the_dashboard(pipe: Lab) -> None:
+    with pipe.nodered() as admin:
+        deployed = json.dumps(admin.flows())
+    assert "pl_tab" in deployed
+    for name, value in pipe.ctx.secrets.as_plain_dict().items():
+        if name != "nodered_user":
+            assert value not in deployed, f"secret {name} is in the deployed flow"
+    assert httpx.get(pipe.endpoints["nodered"] + "/dashboard/pipeline", timeout=10).status_code == 200
+
+
+# ---------------------------------------------------------------- images through the pipeline
+
+
+def test_fifty_images_come_out_resized_with_ordered_stamps(pipe: Lab, run_id: str) -> None:
+    images = generate_pool(50, seed=2470)
+    sent = push_ok(pipe, images, run_id)
+    rows = upload.wait_for(pipe, sent["key"], timeout_s=150)
+
+    assert (rows["outcome"] == "ok").all(), rows[rows["outcome"] != "ok"][["key", "code", "error"]].to_dict("records")
+    out = pipe.s3("storage-out")
+    for image, row in zip(images, rows.itertuples()):
+        response = out.get_object("dit247c", row.key_out)
+        try:
+            data = response.read()
+        finally:
+            response.close()
+            response.release_conn()
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+        assert max(width, height) <= MAX_EDGE, row.key
+        want_w, want_h = expected_size(image.width, image.height)
+        assert abs(width - want_w) <= 1 and abs(height - want_h) <= 1, (row.key, (width, height), (want_w, want_h))
+        assert (row.width_out, row.height_out) == (width, height)
+
+    stamps = rows[list(STAMPS)]
+    assert stamps.notna().all().all()
+    chain = ["t_upload_start", "t_uploaded", "t_event", "t_invoke_start", "t_action_start", "t_action_end"]
+    for earlier, later in itertools.pairwise(chain):
+        bad = rows[rows[earlier] > rows[later]]
+        assert bad.empty, f"{earlier} > {later}: {bad[['key', earlier, later]].to_dict('records')}"
+    assert (rows["t_webhook"] >= rows["t_action_start"]).all()
+    assert (rows["duration_ms"] == rows["t_webhook"] - rows["t_upload_start"]).all()
+    durations = rows["duration_ms"]
+    print(f"\n50 images: duration_ms median {statistics.median(durations):.0f}, max {durations.max():.0f}, "
+          f"attempts max {rows['attempts'].max()}")
+
+
+def test_corrupt_upload_is_an_error_and_later_images_still_flow(pipe: Lab, run_id: str) -> None:
+    corpus = bad_input_corpus()
+    dlq_from = end_offsets(pipe, DLQ)
+    with httpx.Client(base_url=pipe.endpoints["nodered"], timeout=60) as http:
+        bad = {f"{run_id}bad/truncated.jpg": ("truncated.jpg", "truncated"),
+               f"{run_id}bad/text.jpg": ("text.jpg", "not_an_image")}
+        for key, (name, _) in bad.items():
+            assert upload.upload_one(http, key, corpus[name], "image/jpeg")["status"] == 200
+    good = push_ok(pipe, generate_pool(2, seed=11), run_id)
+
+    rows = upload.wait_for(pipe, [*bad, *good["key"]], timeout_s=60).set_index("key")
+    for key, (_, code) in bad.items():
+        assert rows.loc[key, "outcome"] == "error"
+        assert rows.loc[key, "code"] == code
+        with pytest.raises(S3Error):
+            pipe.s3("storage-out").stat_object("dit247c", key)  # the output key would equal the source key
+    assert (rows.loc[list(good["key"]), "outcome"] == "ok").all()
+
+    def dead_letters() -> list[dict]:
+        found = [json.loads(v) for _, v in read_from(pipe, dlq_from) if v and v.startswith(b"{")]
+        letters = [d for d in found if d.get("key") in bad]
+        return letters if len(letters) == len(bad) else []
+
+    letters = poll("the failed images on the DLQ", dead_letters, timeout_s=15)
+    assert {d["key"]: d["reason"] for d in letters} == {k: code for k, (_, code) in bad.items()}
+
+
+def test_malformed_event_is_recorded_and_dead_lettered(pipe: Lab, run_id: str) -> None:
+    raw = f'{{"Records": [ not json {run_id}'.encode()
+    dlq_from = end_offsets(pipe, DLQ)
+    producer = KafkaProducer(bootstrap_servers=pipe.kafka_bootstrap)
+    try:
+        producer.send(TOPIC, raw).get(timeout=10)
+    finally:
+        producer.close()
+
+    def malformed_lines() -> list[dict]:
+        frame = pipeline.load(pipe)
+        if "raw_prefix" not in frame:
+            return []
+        return frame[(frame["outcome"] == "malformed") & (frame["raw_prefix"] == raw.decode())].to_dict("records")
+
+    lines = poll("the malformed event's metrics line", malformed_lines)
+    assert len(lines) == 1 and lines[0]["error"].startswith("not JSON")
+    poll("the raw value on the DLQ", lambda: raw in [v for _, v in read_from(pipe, dlq_from)], timeout_s=15)
+
+    after = push_ok(pipe, generate_pool(1, seed=12), run_id)
+    assert upload.wait_for(pipe, after["key"], timeout_s=30).iloc[0]["outcome"] == "ok"
+
+
+def test_webhook_with_a_wrong_token_is_refused_and_records_nothing(pipe: Lab, run_id: str) -> None:
+    key = f"{run_id}forged.jpg"
+    event = {"Records": [{"eventName": "s3:ObjectCreated:Put",
+                          "s3": {"bucket": {"name": "dit247c"}, "object": {"key": key, "eTag": "x"}}}]}
+    right = pipe.ctx.secrets.webhook_token.get_secret_value()
+    wrong = ["wrong", right[:-1] + ("A" if right[-1] != "A" else "B"), right + "x"]
+    with httpx.Client(base_url=pipe.endpoints["nodered"], timeout=10) as http:
+        for token in wrong:
+            assert http.post(WEBHOOK_PATH.format(token=token), json=event).status_code == 401
+    # An image sent after the forged hooks is a barrier: once it is recorded, they were handled.
+    barrier = push_ok(pipe, generate_pool(1, seed=13), run_id)
+    upload.wait_for(pipe, barrier["key"], timeout_s=30)
+    frame = pipeline.load(pipe)
+    assert not ((frame["key"] == key) | (frame.get("key_out", pd.Series(dtype=object)) == key)).any()
+
+
+def test_a_slow_image_sends_exactly_one_alert(pipe: Lab, run_id: str) -> None:
+    mailbox = pipe.mailbox()
+    try:
+        pipeline.stand_up(pipe, sla_threshold_s=0.001)  # every image is slow now
+        slow = push_ok(pipe, generate_pool(1, seed=14), run_id)
+        key = slow["key"][0]
+        row = upload.wait_for(pipe, [key], timeout_s=30).iloc[0]
+
+        def alerts() -> list[dict]:
+            return [m for m in mailbox.messages() if key in m["Subject"]]
+
+        first = poll("the SLA alert e-mail", alerts, timeout_s=20)
+    finally:
+        pipeline.stand_up(pipe)  # the configured threshold again
+    barrier = push_ok(pipe, generate_pool(1, seed=15), run_id)
+    upload.wait_for(pipe, barrier["key"], timeout_s=30)
+
+    assert len(alerts()) == 1
+    message = mailbox.message(first[0]["ID"])
+    assert message["Subject"] == f"SLA alert: {key} took {row['duration_ms'] / 1000:.2f} s"
+    assert [to["Address"] for to in message["To"]] == ["instructor@lab.local"]
+    assert key in message["Text"] and "SLA threshold" in message["Text"]
+    assert not [m for m in mailbox.messages() if barrier["key"][0] in m["Subject"]]
+
+
+def test_images_stored_directly_in_s3_flow_too(pipe: Lab, run_id: str) -> None:
+    image = generate_pool(1, seed=16)[0]
+    stamped, bare = f"{run_id}direct/stamped.jpg", f"{run_id}direct/bare.jpg"
+    s3 = pipe.s3()
+    t_upload_start = int(time.time() * 1000)
+    s3.put_object("dit247", stamped, io.BytesIO(image.data), len(image.data), content_type=image.content_type,
+                  metadata={"t-upload-start": str(t_upload_start), "trace-id": f"{run_id}trace".replace("/", "")})
+    s3.put_object("dit247", bare, io.BytesIO(image.data), len(image.data), content_type=image.content_type)
+
+    rows = upload.wait_for(pipe, [stamped, bare], timeout_s=30).set_index("key")
+    assert (rows["outcome"] == "ok").all()
+    assert rows.loc[stamped, "t_upload_start"] == t_upload_start
+    assert rows.loc[stamped, "trace_id"] == f"{run_id}trace".replace("/", "")
+    assert rows.loc[stamped, "duration_ms"] == rows.loc[stamped, "t_webhook"] - t_upload_start
+    assert pd.isna(rows.loc[bare, "t_upload_start"]) and pd.isna(rows.loc[bare, "t_uploaded"])
+    assert rows.loc[bare, "duration_ms"] == rows.loc[bare, "t_webhook"] - rows.loc[bare, "t_event"]
+
+
+# ---------------------------------------------------------------- failures and verify
+
+
+def test_upload_retries_by_the_policy_then_answers_503_when_storage_is_down(pipe: Lab, run_id: str) -> None:
+    policy = pipeline.RetryPolicy(policy="fixed", max_attempts=3, base_ms=100)
+    try:
+        pipeline.stand_up(pipe, retry=policy)
+        pipe.backend.stop("storage")
+        try:
+            with httpx.Client(base_url=pipe.endpoints["nodered"], timeout=60) as http:
+                started = time.monotonic()
+                sent = upload.upload_one(http, f"{run_id}storage-down.jpg", b"\xff\xd8\xff", "image/jpeg")
+                took_s = time.monotonic() - started
+        finally:
+            pipe.backend.start("storage")
+    finally:
+        pipeline.stand_up(pipe)
+    assert sent["status"] == 503
+    assert sent["attempts"] == 3  # the tab's policy reached the retry subflow
+    assert 0.2 <= took_s < 10
+    assert "ECONNREFUSED" in sent["error"]
+
+
+def test_verify_returns_the_metrics_row(pipe: Lab) -> None:
+    row = pipeline.verify(pipe)
+    assert row["outcome"] == "ok"
+    assert row["duration_ms"] > 0 and row["key"].startswith("verify/")
+
+
+def test_verify_names_the_faas_hop_when_faas_is_down(pipe: Lab) -> None:
+    pipe.backend.stop("faas")
+    try:
+        with pytest.raises(ServiceError, match=r"invoke hop.*faas|faas.*invoke hop") as failure:
+            pipeline.verify(pipe, timeout_s=10)
+    finally:
+        pipe.backend.start("faas")
+        pipeline.deploy_action(pipe)
+    assert "storage" not in str(failure.value).split("failed")[0]
+    assert pipeline.verify(pipe)["outcome"] == "ok"  # and it recovers
+
+
+def test_tear_down_removes_the_flow_and_the_action_but_keeps_the_buckets(pipe: Lab) -> None:
+    try:
+        pipeline.tear_down(pipe)
+        with pipe.nodered() as admin:
+            assert not [n for n in admin.flows() if str(n.get("id", "")).startswith("pl_")
+                        or n.get("z") in ("pl_tab", "pl_retry")]
+        with pipe.faas() as faas, pytest.raises(FaasError) as missing:
+            faas.get_action(pipeline.ACTION)
+        assert missing.value.status == 404
+        assert all(pipe.s3().bucket_exists(b) for b in pipeline.BUCKETS)
+    finally:
+        pipeline.stand_up(pipe)  # whatever runs next finds the pipeline up
