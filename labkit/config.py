@@ -21,6 +21,14 @@ DEFAULT_PORTS: dict[str, int] = {
     "mail-smtp": 1025,
     "mail-http": 8025,
     "toxiproxy": 8474,
+    # Kafka's second listener, for clients that go through the store-kafka hop.
+    "kafka-proxied": 9094,
+    # Toxiproxy's listeners, one per hop of the pipeline (labkit.hops).
+    "hop-client-store": 8481,
+    "hop-store-kafka": 8482,
+    "hop-nodered-faas": 8483,
+    "hop-action-store": 8484,
+    "hop-store-webhook": 8485,
 }
 
 

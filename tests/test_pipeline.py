@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import re
 import statistics
 import time
 import uuid
@@ -277,7 +278,8 @@ def test_upload_retries_by_the_policy_then_answers_503_when_storage_is_down(pipe
     assert sent["status"] == 503
     assert sent["attempts"] == 3  # the tab's policy reached the retry subflow
     assert 0.2 <= took_s < 10
-    assert "ECONNREFUSED" in sent["error"]
+    # through the client-store hop's proxy a dead store shows as a refused or dropped connection
+    assert re.search(r"ECONNREFUSED|ECONNRESET|socket hang up|closed", sent["error"]), sent["error"]
 
 
 def test_verify_returns_the_metrics_row(pipe: Lab) -> None:

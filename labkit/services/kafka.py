@@ -11,6 +11,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from labkit.errors import ServiceError
+from labkit.hops import hop_address
 from labkit.install import InstallStep, MavenJars
 from labkit.readiness import AllReady, LogReady, PortReady, Readiness
 from labkit.services.base import Service
@@ -25,7 +26,7 @@ JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "
 class Kafka(Service):
     name = "kafka"
     pin_key = "kafka"
-    port_names = ("kafka", "kafka-controller")
+    port_names = ("kafka", "kafka-controller", "kafka-proxied")
     hint = "a broker that will not start after a crash may have a damaged log dir; `labkit down --wipe` resets it"
 
     def install_step(self) -> InstallStep:
@@ -45,7 +46,9 @@ class Kafka(Service):
         log_dir = self.workdir / "logs"
         template = (STACK_DIR / "kafka" / "server.properties").read_text()
         self.properties.write_text(template.format(
-            host=self.host, port=self.ports["kafka"], controller_port=self.ports["kafka-controller"], log_dir=log_dir))
+            host=self.host, port=self.ports["kafka"], controller_port=self.ports["kafka-controller"],
+            proxied_port=self.ports["kafka-proxied"], proxied_advertised=hop_address(self.config, "store-kafka"),
+            log_dir=log_dir))
         if not (log_dir / "meta.properties").exists():
             self._format()
 

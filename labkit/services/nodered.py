@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from labkit.hops import hop_url
 from labkit.install import InstallStep, NpmPackage
 from labkit.readiness import HttpReady, Readiness
 from labkit.services.base import Service
@@ -55,11 +56,11 @@ class NodeRed(Service):
             # settings.js requires minio (for function nodes) through this path
             "NODE_PATH": str(self.install_step().target(self.config.cache_dir) / "node_modules"),
             "LABKIT_KAFKA_BOOTSTRAP": f"{host}:{port('kafka')}",
-            "LABKIT_S3_URL": f"http://{host}:{port('storage')}",
+            "LABKIT_S3_URL": hop_url(self.config, "client-store"),
             "LABKIT_S3_OUT_URL": f"http://{host}:{port('storage-out')}",
             "LABKIT_S3_ACCESS_KEY": s.s3_access_key.get_secret_value(),
             "LABKIT_S3_SECRET_KEY": s.s3_secret_key.get_secret_value(),
-            "LABKIT_FAAS_URL": f"http://{host}:{port('faas')}",
+            "LABKIT_FAAS_URL": hop_url(self.config, "nodered-faas"),
             "LABKIT_FAAS_AUTH": s.faas_auth.get_secret_value(),
             "LABKIT_WEBHOOK_TOKEN": s.webhook_token.get_secret_value(),
             "LABKIT_METRICS_FILE": str(metrics_file),

@@ -7,6 +7,7 @@ through ``storage-out``, whose events go to Node-RED's webhook.
 
 from __future__ import annotations
 
+from labkit.hops import hop_address, hop_url
 from labkit.install import GoBinary, InstallStep
 from labkit.readiness import HttpReady, Readiness
 from labkit.services.base import Service
@@ -60,10 +61,10 @@ class Storage(_Gateway):
 
     name = "storage"
     port_names = ("storage",)
-    after = ("kafka",)
+    after = ("kafka", "toxiproxy")
 
     def event_flags(self) -> list[str]:
-        return ["--event-kafka-url", f"{self.host}:{self.config.port('kafka')}", "--event-kafka-topic", TOPIC]
+        return ["--event-kafka-url", hop_address(self.config, "store-kafka"), "--event-kafka-topic", TOPIC]
 
 
 class StorageOut(_Gateway):
@@ -71,12 +72,12 @@ class StorageOut(_Gateway):
 
     name = "storage-out"
     port_names = ("storage-out",)
-    after = ("nodered",)
+    after = ("nodered", "toxiproxy")
     output_has_secrets = True  # versitygw prints the webhook URL, and the URL carries the token
 
     def webhook_url(self) -> str:
         token = self.ctx.secrets.webhook_token.get_secret_value()
-        return f"http://{self.host}:{self.config.port('nodered')}" + WEBHOOK_PATH.format(token=token)
+        return hop_url(self.config, "store-webhook") + WEBHOOK_PATH.format(token=token)
 
     def event_flags(self) -> list[str]:
         return []

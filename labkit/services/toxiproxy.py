@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from labkit.errors import ServiceError
+from labkit.hops import HOPS
 from labkit.install import GoBinary, InstallStep
 from labkit.readiness import HttpReady, Readiness
 from labkit.services.base import Service
@@ -14,7 +15,7 @@ from labkit.versions import pin
 class Toxiproxy(Service):
     name = "toxiproxy"
     pin_key = "toxiproxy"
-    port_names = ("toxiproxy",)
+    port_names = ("toxiproxy", *(h.listen for h in HOPS))
 
     def install_step(self) -> InstallStep:
         p = pin("toxiproxy")
@@ -29,6 +30,13 @@ class Toxiproxy(Service):
 
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.ports['toxiproxy']}"
+
+    def on_ready(self) -> None:
+        """Create one proxy per hop, before the services that connect through them start."""
+        client = ToxiproxyClient(self.endpoint())
+        for h in HOPS:
+            client.ensure_proxy(h.name, f"{self.host}:{self.config.port(h.listen)}",
+                                f"{self.host}:{self.config.port(h.upstream)}")
 
 
 class ToxiproxyClient:
