@@ -73,3 +73,29 @@ def _action_phases_apart(frame: pd.DataFrame) -> pd.DataFrame:
         elif raw in frame:
             frame = frame.drop(columns=raw)
     return frame
+
+
+def waterfall_plot(frame: pd.DataFrame, ax=None, limit: int = 20):
+    """Horizontal bars, one row per image, one colour per stage, from its upload start.
+
+    Shows where each image's time went; long bars of one colour point at the slow hop.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    offsets = waterfall(frame).head(limit)
+    ax = ax or plt.subplots(figsize=(9, 0.35 * len(offsets) + 1.5))[1]
+    colours = dict(zip(STAGES, sns.color_palette("colorblind", len(STAGES))))
+    for row, (_, stamps) in enumerate(offsets.iterrows()):
+        for stage, (start, end) in STAGES.items():
+            left, right = stamps[start], stamps[end]
+            if pd.notna(left) and pd.notna(right):
+                ax.barh(row, (right - left) / 1000, left=left / 1000, color=colours[stage],
+                        label=stage.removesuffix("_ms") if row == 0 else None)
+    ax.set_yticks(range(len(offsets)), [str(k)[-28:] for k in offsets.index], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="seconds since upload start", title="Where each image's time goes")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / (len(offsets) + 4)), ncols=len(STAGES),
+              fontsize=8, frameon=False)
+    ax.figure.tight_layout()
+    return ax

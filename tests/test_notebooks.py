@@ -60,3 +60,12 @@ def test_02_faas_shows_a_resize_and_a_cold_start(lab, out_dir):
     assert results["cold_init_ms"] > 0
     assert results["cold_total_ms"] > results["warm_median_ms"]
     assert_no_secrets(lab, notebook)
+
+
+def test_03_pipeline_pushes_images_end_to_end(lab, out_dir):
+    results, notebook = run_notebook("03_pipeline", lab, out_dir, seed=7, n_images=6)
+    assert results["n_ok"] == results["n_images"] == 6
+    assert results["n_outputs"] == 6
+    assert results["stages_in_order"] is True
+    assert 0 < results["median_duration_ms"] < 10_000
+    assert_no_secrets(lab, notebook)
