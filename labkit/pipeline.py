@@ -26,7 +26,6 @@ from minio.error import S3Error
 
 from labkit.errors import LabConfigError, ServiceError
 from labkit.faas.client import FaasError, OpenWhiskClient
-from labkit.hops import hop_url
 from labkit.images import generate_pool
 from labkit.lab import Lab
 from labkit.metrics import load_metrics
@@ -141,7 +140,7 @@ def deploy_action(lab: Lab, force: bool = False) -> dict[str, Any]:
     s = lab.ctx.secrets
     # The action reads and writes through the action-store hop (the storage-out gateway,
     # which shares the data root and sends no events for reads).
-    store = hop_url(lab.ctx.config, "action-store")
+    store = lab.backend.hop_url("action-store")
     params = {"s3_endpoint": store, "s3_out_endpoint": store,
               "s3_access_key": s.s3_access_key.get_secret_value(),
               "s3_secret_key": s.s3_secret_key.get_secret_value(), "target_bucket": OUTPUT_BUCKET,

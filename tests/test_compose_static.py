@@ -1,9 +1,11 @@
 """The compose backend, checked without a Docker engine.
 
 ``stack/compose.yaml`` must describe the same lab as the native backend: the
-same service names, ports, start order and pinned versions, loopback-only ports
-and no secret in the file. ``ComposeBackend`` is driven against a fake ``docker``
-on PATH that records every call.
+same service names, ports, start order and pinned versions, every hop of the
+pipeline through its Toxiproxy proxy (``stack/toxiproxy/compose-proxies.json``),
+every variable the Node-RED flow reads, loopback-only ports and no secret in the
+file. ``ComposeBackend`` is driven against a fake ``docker`` on PATH that records
+every call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -24,18 +27,28 @@ from labkit.backends.compose import (
     COMPOSE_FILE,
     FIX,
     KAFKA_UI_PORT,
+    METRICS_DIR_VAR,
+    METRICS_MOUNT,
+    NETWORK,
+    NETWORK_ENDPOINTS,
     PIN_KEYS,
+    PROXIES_FILE,
+    SECRET_FIELDS,
     SECRET_VARS,
     UNPUBLISHED_PORTS,
     ComposeBackend,
+    compose_proxies,
     port_var,
 )
 from labkit.backends.native import NativeBackend
 from labkit.config import DEFAULT_PORTS, LabConfig
 from labkit.context import LabContext
 from labkit.errors import LabConfigError
+from labkit.hops import HOP_NAMES, HOPS
 from labkit.services import SERVICE_NAMES, SERVICE_TYPES
-from labkit.services.storage import Storage, StorageOut
+from labkit.services.nodered import MAX_BODY_BYTES, METRICS_FILE, NodeRed
+from labkit.services.storage import TOPIC, WEBHOOK_PATH, Storage, StorageOut
+from labkit.upload import metrics_path
 from labkit.versions import STACK_DIR, pins
 
 COMPOSE_TEXT = COMPOSE_FILE.read_text()
@@ -43,6 +56,8 @@ COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, dict] = COMPOSE["services"]
 DOCKERFILE = STACK_DIR / "nodered" / "Dockerfile"
 ENV_EXAMPLE = STACK_DIR / "compose.env.example"
+FLOWS_FILE = STACK_DIR / "nodered" / "flows.json"
+OPENWHISK_CONF = STACK_DIR / "openwhisk" / "openwhisk.conf"
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 VAR_RE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}")
@@ -84,6 +99,7 @@ def render(node, env: dict[str, str]):
 
 
 VARIABLES = [m for s in strings(COMPOSE) for m in VAR_RE.finditer(s)]
+REQUIRED_VARS = sorted({m["name"] for m in VARIABLES if m["op"] in (":?", "?")})
 
 
 def expected_host_ports(service: str) -> dict[str, int]:
@@ -104,7 +120,59 @@ def compose_usable() -> bool:
 
 
 def dummy_env() -> dict[str, str]:
-    return {var: f"dummy-{var.lower()}" for var in SECRET_VARS}
+    """A value for every variable compose.yaml requires (the secrets and the metrics directory)."""
+    return {var: f"dummy-{var.lower()}" for var in REQUIRED_VARS}
+
+
+def service_of(port_name: str) -> str:
+    """The native service that owns a port named in DEFAULT_PORTS."""
+    return next(t.name for t in SERVICE_TYPES if port_name in t.port_names)
+
+
+def container_listeners(service: str) -> set[int]:
+    """The ports a compose service listens on inside the network: its published container
+    ports, and for Kafka every listener bound to all interfaces."""
+    ports = {int(with_defaults(e).split(":")[-1]) for e in SERVICES[service].get("ports", [])}
+    if service == "kafka":
+        listeners = SERVICES["kafka"]["environment"]["KAFKA_LISTENERS"].split(",")
+        ports |= {int(address.rpartition(":")[2]) for _, address in (ln.split("://") for ln in listeners)
+                  if address.startswith("0.0.0.0:")}
+    return ports
+
+
+def required_ref(value: str) -> str | None:
+    """The variable when ``value`` is exactly one ``${VAR:?message}`` with a message, else None."""
+    m = VAR_RE.fullmatch(value)
+    return m["name"] if m and m["op"] == ":?" and m["arg"].strip() else None
+
+
+def flow_variables() -> set[str]:
+    """Every LABKIT_* variable stack/nodered/flows.json reads from Node-RED's environment.
+
+    The flow reads them as ``env.get("NAME")`` or ``${NAME}``, passes their names to a
+    helper (``s3client("LABKIT_S3_URL")`` calls ``env.get(urlVar)``), names them in a
+    node property of type ``env`` (``filenameType: "env"``) or in an env entry of type
+    ``env``; every quoted ``LABKIT_*`` literal counts, so no indirection is missed.
+    """
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str) and (node.get(f"{key}Type") == "env"
+                                               or (key == "value" and node.get("type") == "env")):
+                    found.update(re.findall(r"^\$?\{?(LABKIT_\w+)\}?$", value))
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, str):
+            found.update(re.findall(r"env\.get\(\s*[\"'](LABKIT_\w+)[\"']", node))
+            found.update(re.findall(r"\$\{(LABKIT_\w+)\}", node))
+            found.update(re.findall(r"[\"'`](LABKIT_\w+)[\"'`]", node))
+
+    walk(json.loads(FLOWS_FILE.read_text()))
+    return found
 
 
 # -- the compose file --------------------------------------------------------
@@ -113,12 +181,15 @@ def test_services_are_the_native_ones_plus_kafka_ui():
 
 
 def test_published_ports_bind_loopback_and_equal_the_config_defaults():
+    assert {f"hop-{name}" for name in HOP_NAMES} <= set(expected_host_ports("toxiproxy"))
     for name, service in SERVICES.items():
         entries = service.get("ports", [])
         assert all(isinstance(e, str) for e in entries), f"{name}: use the short 'IP:HOST:CONTAINER' syntax"
         published = [with_defaults(e).split(":") for e in entries]
         assert all(len(p) == 3 and p[0] == "127.0.0.1" for p in published), f"{name} publishes beyond 127.0.0.1"
         assert sorted(int(p[1]) for p in published) == sorted(expected_host_ports(name).values()), name
+        # Containers listen on the default ports; only the host side moves with the offset.
+        assert all(p[1] == p[2] for p in published), f"{name}: container port != default host port"
 
 
 def test_each_host_port_is_the_variable_labkit_writes():
@@ -129,19 +200,127 @@ def test_each_host_port_is_the_variable_labkit_writes():
             assert any(e.startswith(entry) for e in SERVICES[name]["ports"]), f"{name}: expected {entry}..."
 
 
-def test_kafka_advertises_an_internal_and_a_host_listener():
+def test_kafka_advertises_internal_host_and_proxied_listeners(tmp_path):
     env = SERVICES["kafka"]["environment"]
+    listeners = dict(part.split("://") for part in env["KAFKA_LISTENERS"].split(","))
     advertised = dict(part.split("://") for part in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
-    assert advertised["INTERNAL"] == "kafka:19092"
+    protocols = dict(part.split(":") for part in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert advertised["INTERNAL"] == NETWORK_ENDPOINTS["kafka"] == "kafka:19092"
     assert advertised["HOST"] == f"127.0.0.1:${{{port_var('kafka')}:-{DEFAULT_PORTS['kafka']}}}"
+    # PROXIED: bound in the container, advertised as the store-kafka hop's proxy, like natively.
+    assert listeners["PROXIED"] == f"0.0.0.0:{DEFAULT_PORTS['kafka-proxied']}"
+    assert advertised["PROXIED"] == backend_at(tmp_path).hop_address("store-kafka") == "toxiproxy:8482"
+    assert set(protocols) == set(listeners) and set(protocols.values()) == {"PLAINTEXT"}
+    assert set(advertised) == set(listeners) - {"CONTROLLER"}
+    assert "kafka-proxied" in UNPUBLISHED_PORTS  # only the proxy connects to it
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, one node
-    assert SERVICES["storage"]["environment"]["VGW_EVENT_KAFKA_URL"] == "kafka:19092"
-    assert SERVICES["storage"]["environment"]["VGW_EVENT_KAFKA_TOPIC"] == "dit247"
 
 
-def test_storage_out_sends_events_to_the_nodered_webhook():
+def test_storage_sends_events_through_the_store_kafka_hop(tmp_path):
+    env = SERVICES["storage"]["environment"]
+    assert env["VGW_EVENT_KAFKA_URL"] == backend_at(tmp_path).hop_address("store-kafka")
+    assert env["VGW_EVENT_KAFKA_TOPIC"] == TOPIC
+
+
+def test_storage_out_sends_events_to_the_nodered_webhook_through_the_store_webhook_hop(tmp_path):
     url = SERVICES["storage-out"]["environment"]["VGW_EVENT_WEBHOOK_URL"]
-    assert re.fullmatch(r"http://nodered:1880/hooks/\$\{LABKIT_WEBHOOK_TOKEN:\?[^}]+\}/object-created", url)
+    hop = re.escape(backend_at(tmp_path).hop_url("store-webhook"))
+    path = re.escape(WEBHOOK_PATH).replace(re.escape("{token}"), r"\$\{LABKIT_WEBHOOK_TOKEN:\?[^}]+\}")
+    assert re.fullmatch(hop + path, url), url
+    assert url.startswith("http://toxiproxy:8485/")
+
+
+# -- the hops: Toxiproxy's proxies ----------------------------------------------
+def test_toxiproxy_config_file_creates_every_hop_to_its_service():
+    proxies = json.loads(PROXIES_FILE.read_text())
+    assert proxies == compose_proxies()
+    by_name = {p["name"]: p for p in proxies}
+    assert list(by_name) == list(HOP_NAMES)
+    for h in HOPS:
+        proxy = by_name[h.name]
+        assert proxy["listen"] == f"0.0.0.0:{DEFAULT_PORTS[h.listen]}", h.name
+        service, _, port = proxy["upstream"].partition(":")
+        assert (service, int(port)) == (service_of(h.upstream), DEFAULT_PORTS[h.upstream]), h.name
+        assert int(port) in container_listeners(service), f"{h.name}: {service} does not listen on {port}"
+        assert proxy.get("enabled", True) is True
+
+
+def test_toxiproxy_loads_the_config_file_and_publishes_every_hop():
+    toxiproxy = SERVICES["toxiproxy"]
+    mounts = [v.split(":") for v in toxiproxy["volumes"]]
+    target = next(dst for src, dst, *_ in mounts if (COMPOSE_FILE.parent / src).resolve() == PROXIES_FILE)
+    assert next(m for m in mounts if m[1] == target)[2:] == ["ro"]
+    assert f"-config={target}" in toxiproxy["command"]
+    assert "-host=0.0.0.0" in toxiproxy["command"]
+    assert container_listeners("toxiproxy") == {DEFAULT_PORTS[p] for p in ("toxiproxy", *(h.listen for h in HOPS))}
+    # Healthy only once the proxies exist: the file's proxies are made in order, the last one last.
+    assert toxiproxy["healthcheck"]["test"] == ["CMD", "/toxiproxy-cli", "inspect", HOP_NAMES[-1]]
+
+
+def test_hop_urls_are_the_proxies_inside_the_network(tmp_path):
+    for offset in (0, 100):  # container ports do not move with the offset
+        ctx = LabContext.from_env(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", port_offset=offset)
+        backend = ComposeBackend(ctx)
+        for proxy in compose_proxies():
+            port = proxy["listen"].rpartition(":")[2]
+            assert backend.hop_address(proxy["name"]) == f"toxiproxy:{port}"
+            assert backend.hop_url(proxy["name"]) == f"http://toxiproxy:{port}"
+    assert backend.hop_url("action-store") == "http://toxiproxy:8484"
+    with pytest.raises(LabConfigError, match="Valid hops"):
+        backend.hop_url("store-nowhere")
+
+
+def test_actions_join_the_network_the_hops_live_on():
+    """deploy_action binds hop_url("action-store"): the action's containers must resolve ``toxiproxy``."""
+    assert COMPOSE["networks"]["default"]["name"] == NETWORK
+    assert re.search(rf'^\s*network\s*=\s*"{re.escape(NETWORK)}"\s*$', OPENWHISK_CONF.read_text(), re.M)
+    assert "networks" not in SERVICES["toxiproxy"]  # on the default network, under its service name
+
+
+# -- Node-RED's environment ------------------------------------------------------
+def test_nodered_gets_every_variable_the_flow_reads():
+    wanted = flow_variables()
+    # The parser must find the flow's reads of every kind, or this test proves nothing.
+    assert {"LABKIT_KAFKA_BOOTSTRAP", "LABKIT_S3_URL", "LABKIT_FAAS_URL", "LABKIT_WEBHOOK_TOKEN",
+            "LABKIT_METRICS_FILE", "LABKIT_SMTP_HOST"} <= wanted
+    env = SERVICES["nodered"]["environment"]
+    assert not wanted - set(env), f"nodered lacks {sorted(wanted - set(env))}"
+    assert all(str(env[name]).strip() for name in wanted)
+
+
+def test_nodered_gets_what_the_native_backend_gives_it(tmp_path):
+    ctx = LabContext.from_env(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    native = NodeRed(ctx).environment()
+    env = SERVICES["nodered"]["environment"]
+    assert not set(native) - set(env), f"nodered lacks {sorted(set(native) - set(env))}"
+    backend = ComposeBackend(ctx)
+    # Uploads and invocations go through their hops; Kafka, storage-out and mail directly, as natively.
+    assert env["LABKIT_S3_URL"] == backend.hop_url("client-store")
+    assert env["LABKIT_FAAS_URL"] == backend.hop_url("nodered-faas")
+    assert env["LABKIT_KAFKA_BOOTSTRAP"] == NETWORK_ENDPOINTS["kafka"]
+    assert env["LABKIT_S3_OUT_URL"] == NETWORK_ENDPOINTS["storage-out"]
+    assert f"{env['LABKIT_SMTP_HOST']}:{env['LABKIT_SMTP_PORT']}" == NETWORK_ENDPOINTS["mail"]
+    assert env["LABKIT_NODERED_MAX_BODY_BYTES"] == native["LABKIT_NODERED_MAX_BODY_BYTES"] == str(MAX_BODY_BYTES)
+    assert env["LABKIT_NODERED_HOST"] == "0.0.0.0"
+    workdir = re.findall(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), re.M)[-1]
+    assert env["NODE_PATH"] == f"{workdir}/node_modules"
+    # Secrets: the same secret as natively, from the env file, with no default.
+    secret_of_value = {value: field for field, value in ctx.secrets.as_plain_dict().items() if value}
+    for name, value in native.items():
+        if value in secret_of_value:
+            var = required_ref(str(env[name]))
+            assert var and SECRET_FIELDS.get(var) == secret_of_value[value], f"{name} must be ${{VAR:?message}}"
+
+
+def test_nodered_writes_metrics_where_labkit_reads_them(tmp_path):
+    env = SERVICES["nodered"]["environment"]
+    assert env["LABKIT_METRICS_FILE"] == f"{METRICS_MOUNT}/{METRICS_FILE.name}"
+    binds = [v for v in SERVICES["nodered"]["volumes"] if isinstance(v, dict) and v.get("type") == "bind"]
+    assert [(required_ref(v["source"]), v["target"]) for v in binds] == [(METRICS_DIR_VAR, METRICS_MOUNT)]
+    backend = backend_at(tmp_path)
+    host_dir = Path(backend.compose_env()[METRICS_DIR_VAR])
+    assert host_dir.is_absolute()
+    assert host_dir / METRICS_FILE.name == metrics_path(SimpleNamespace(ctx=backend.ctx)).absolute()
 
 
 @pytest.mark.parametrize("service", sorted(set(SERVICES) - {"nodered"}))
@@ -189,7 +368,8 @@ def test_secrets_are_required_and_have_no_default():
 
 
 def test_depends_on_mirrors_the_native_start_order():
-    assert Storage.after == ("kafka",) and StorageOut.after == ("nodered",)
+    # The gateways' events go through their hops' proxies: toxiproxy first.
+    assert set(Storage.after) == {"kafka", "toxiproxy"} and set(StorageOut.after) == {"nodered", "toxiproxy"}
     for t in SERVICE_TYPES:
         depends = SERVICES[t.name].get("depends_on", {})
         assert set(depends) == set(getattr(t, "after", ())), t.name
@@ -198,8 +378,10 @@ def test_depends_on_mirrors_the_native_start_order():
 
 def test_data_lives_in_named_volumes_shared_by_both_gateways():
     declared = set(COMPOSE["volumes"])
-    named = {s: [v.split(":")[0] for v in SERVICES[s].get("volumes", []) if not v.startswith(("/", "."))]
-             for s in SERVICES}
+    named = {s: [v.split(":")[0] for v in SERVICES[s].get("volumes", [])
+                 if isinstance(v, str) and not v.startswith(("/", "."))] for s in SERVICES}
+    assert all(v.get("type") in ("bind", "volume") for s in SERVICES for v in SERVICES[s].get("volumes", [])
+               if isinstance(v, dict))
     assert named["storage"] == named["storage-out"] == ["s3-data"]
     for service in ("storage", "kafka", "nodered", "mail", "faas"):
         assert named[service] and set(named[service]) <= declared, service
@@ -222,6 +404,9 @@ def test_compose_file_is_valid_with_an_env_file(tmp_path):
         assert rendered["services"]["storage"]["environment"]["ROOT_ACCESS_KEY"] == dummy_env()["ROOT_ACCESS_KEY"]
         with pytest.raises(KeyError, match="required variable"):
             render(COMPOSE, {})
+        for var in REQUIRED_VARS:  # each one alone is enough to refuse
+            with pytest.raises(KeyError, match=f"required variable {var} "):
+                render(COMPOSE, {k: v for k, v in dummy_env().items() if k != var})
 
 
 def test_env_example_lists_what_labkit_writes_with_empty_secrets(tmp_path):
@@ -229,6 +414,7 @@ def test_env_example_lists_what_labkit_writes_with_empty_secrets(tmp_path):
     example = dict(ln.split("=", 1) for ln in lines)
     assert list(example) == list(backend_at(tmp_path).compose_env())
     assert all(example[var] == "" for var in SECRET_VARS)
+    assert example[METRICS_DIR_VAR] == ""  # a path of the user's machine
     assert all(int(example[port_var(p)]) == expected for p, expected in DEFAULT_PORTS.items()
                if p not in UNPUBLISHED_PORTS)
 
@@ -326,8 +512,23 @@ def test_env_file_is_private_and_holds_the_secrets_the_compose_file_lacks(tmp_pa
     text = path.read_text()
     for var, value in backend.compose_env().items():
         assert f"{var}='{value}'\n" in text
-    stack_text = COMPOSE_TEXT + (STACK_DIR / "openwhisk" / "openwhisk.conf").read_text() + ENV_EXAMPLE.read_text()
+    stack_text = COMPOSE_TEXT + OPENWHISK_CONF.read_text() + ENV_EXAMPLE.read_text() + PROXIES_FILE.read_text()
     assert not [v for v in secret_values(backend) if v in stack_text]
+
+
+def test_env_file_holds_every_variable_the_compose_file_reads(tmp_path):
+    env = backend_at(tmp_path).compose_env()
+    read = {m["name"] for m in VARIABLES}
+    assert not read - set(env), f"compose.yaml reads {sorted(read - set(env))}, which labkit does not write"
+    assert set(SECRET_VARS) | {METRICS_DIR_VAR} <= set(REQUIRED_VARS)
+    assert all(env[var] for var in REQUIRED_VARS)
+
+
+def test_no_variable_of_the_env_file_leaks_in_from_the_callers_environment(tmp_path, monkeypatch):
+    backend = backend_at(tmp_path)
+    for var in backend.compose_env():
+        monkeypatch.setenv(var, "from-the-shell")  # compose would let it win over the env file
+    assert not set(backend.compose_env()) & set(backend._child_env())
 
 
 def test_up_drives_compose_with_the_env_file_and_no_secret_in_any_argv(tmp_path, fake_docker, monkeypatch):
@@ -341,6 +542,7 @@ def test_up_drives_compose_with_the_env_file_and_no_secret_in_any_argv(tmp_path,
     assert not [v for v in secret_values(backend) if v in everything]
     assert {c["password"] for c in calls(fake_docker) if "--env-file" in c["argv"]} == {None}
     assert [r.name for r in rows] == list(SERVICE_NAMES)
+    assert backend.metrics_dir.is_dir()  # made by labkit, so not root's
 
 
 def test_up_with_wipe_removes_the_volumes_first(tmp_path, fake_docker):
@@ -402,3 +604,11 @@ def test_port_offset_moves_every_published_port(tmp_path):
     env = ComposeBackend(ctx).compose_env()
     assert env[port_var("storage")] == "7170" and env[port_var("kafka-ui")] == "8180"
     assert os.path.basename(str(ComposeBackend(ctx).env_file)) == "compose.env"
+
+
+def test_kafka_is_healthy_only_once_the_pipeline_topics_exist():
+    from labkit.services.kafka import TOPICS
+
+    check = " ".join(SERVICES["kafka"]["healthcheck"]["test"])
+    assert "--create --if-not-exists" in check
+    assert all(topic in check for topic in TOPICS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 
+from labkit import hops
 from labkit.context import LabContext
 from labkit.errors import LabConfigError
 from labkit.progress import QUIET, Reporter
@@ -69,6 +70,10 @@ class Backend(ABC):
     @abstractmethod
     def endpoints(self) -> dict[str, str]:
         """Where clients reach each service (no secrets in it)."""
+
+    def hop_url(self, name: str) -> str:
+        """Where a service connects to reach hop ``name`` (its Toxiproxy proxy)."""
+        return hops.hop_url(self.ctx.config, name)
 
 
 def check_service_name(name: str) -> str:

@@ -1,9 +1,16 @@
 """The docker compose backend: the same services as containers, from ``stack/compose.yaml``.
 
 Every command is ``docker compose -f stack/compose.yaml -p labkit --env-file
-DATA_DIR/compose.env ...``. The env file (mode 0600) carries the lab's secrets
-and host ports; secrets never appear on a command line, and whatever compose
-prints is scrubbed of them before labkit shows it.
+DATA_DIR/compose.env ...``. The env file (mode 0600) carries the lab's secrets,
+host ports and the host directory Node-RED writes its metrics to; secrets never
+appear on a command line, and whatever compose prints is scrubbed of them before
+labkit shows it.
+
+As natively, every hop of the pipeline (:mod:`labkit.hops`) runs through a
+Toxiproxy proxy; in compose, Toxiproxy creates them from
+``stack/toxiproxy/compose-proxies.json`` (:func:`compose_proxies` is what that
+file must hold), and the hops' clients, all inside the network, reach them at
+:meth:`ComposeBackend.hop_url`.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from labkit.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.config import DEFAULT_PORTS
 from labkit.context import LabContext
 from labkit.errors import LabConfigError, ServiceError
+from labkit.hops import HOP_NAMES, HOPS, hop
 from labkit.progress import QUIET, Reporter
 from labkit.services import SERVICE_NAMES, SERVICE_TYPES
+from labkit.services.nodered import METRICS_FILE
 from labkit.versions import STACK_DIR, pin
 
 COMPOSE_FILE = STACK_DIR / "compose.yaml"
@@ -29,7 +38,9 @@ PROJECT = "labkit"
 ENV_FILE_NAME = "compose.env"
 NETWORK = "labkit-lab"  # fixed in compose.yaml; OpenWhisk puts its action containers on it
 KAFKA_UI_PORT = 8080
-UNPUBLISHED_PORTS = frozenset({"kafka-controller"})  # stays inside the kafka container
+# Stay inside the kafka container, or the network: Kafka's PROXIED listener
+# advertises toxiproxy:<store-kafka hop port>, a name only the network resolves.
+UNPUBLISHED_PORTS = frozenset({"kafka-controller", "kafka-proxied"})
 # The docker CLI inside openwhisk/standalone is 18.06, which speaks Docker API 1.38.
 OPENWHISK_DOCKER_API = "1.38"
 MIN_WAIT_S = 300  # the first `up` pulls images and OpenWhisk's runtimes
@@ -57,12 +68,38 @@ SECRET_FIELDS: dict[str, str] = {
 }
 SECRET_VARS: tuple[str, ...] = tuple(SECRET_FIELDS)
 
+# Toxiproxy's proxies for the hops, created at its start (its -config file).
+PROXIES_FILE = STACK_DIR / "toxiproxy" / "compose-proxies.json"
+# Node-RED appends its metrics to METRICS_FILE's name in this directory of its
+# container, a bind mount of DATA_DIR/metrics (the env file's METRICS_DIR_VAR).
+METRICS_MOUNT = "/labkit/metrics"
+METRICS_DIR_VAR = "LABKIT_METRICS_DIR"
+
 ENV_HEADER = "# Written by labkit for docker compose (stack/compose.yaml). Holds the lab's secrets: keep it 0600.\n"
 
 
 def port_var(name: str) -> str:
     """The env-file variable of a host port, e.g. ``storage-out`` -> ``LABKIT_PORT_STORAGE_OUT``."""
     return "LABKIT_PORT_" + name.upper().replace("-", "_")
+
+
+def container_address(port_name: str) -> str:
+    """``service:port`` where a listener named in ``DEFAULT_PORTS`` is reached inside the network.
+
+    Containers listen on the default ports (only host ports move with the offset),
+    e.g. ``kafka-proxied`` -> ``kafka:9094``, ``hop-action-store`` -> ``toxiproxy:8484``.
+    Kafka's ``kafka`` port is its HOST listener, which containers must not use
+    (they use ``NETWORK_ENDPOINTS["kafka"]``).
+    """
+    service = next(t.name for t in SERVICE_TYPES if port_name in t.port_names)
+    return f"{service}:{DEFAULT_PORTS[port_name]}"
+
+
+def compose_proxies() -> list[dict]:
+    """What ``stack/toxiproxy/compose-proxies.json`` holds: one proxy per hop, in ``HOPS`` order,
+    listening on all of the toxiproxy container's interfaces and forwarding to the service by name."""
+    return [{"name": h.name, "listen": f"0.0.0.0:{DEFAULT_PORTS[h.listen]}",
+             "upstream": container_address(h.upstream), "enabled": True} for h in HOPS]
 
 
 class ComposeBackend(Backend):
@@ -111,6 +148,23 @@ class ComposeBackend(Backend):
         """Where code inside the network (flows, actions) reaches each service."""
         return dict(NETWORK_ENDPOINTS)
 
+    def hop_address(self, name: str) -> str:
+        """``host:port`` where the upstream side of hop ``name`` connects: its proxy, by name in
+        the network, because every hop's client (storage, storage-out, Node-RED, the action
+        in OpenWhisk's containers) runs inside it. The native counterpart is
+        :func:`labkit.hops.hop_address`.
+
+        Raises:
+            LabConfigError: ``name`` is not one of the hops.
+        """
+        if name not in HOP_NAMES:
+            raise LabConfigError(f"Unknown hop {name!r}. Valid hops: {', '.join(HOP_NAMES)}.")
+        return container_address(hop(name).listen)
+
+    def hop_url(self, name: str) -> str:
+        """``http://`` + :meth:`hop_address`, e.g. ``http://toxiproxy:8484`` for ``action-store``."""
+        return f"http://{self.hop_address(name)}"
+
     # -- one service ---------------------------------------------------------
     def logs(self, service: str, lines: int = 50) -> str:
         return self._compose("logs", "--no-color", "--no-log-prefix", "--tail", str(lines), check_service_name(service))
@@ -142,9 +196,16 @@ class ComposeBackend(Backend):
 
     # -- the env file --------------------------------------------------------
     def compose_env(self) -> dict[str, str]:
-        """Every variable compose.yaml reads: the secrets, then the host ports."""
+        """Every variable compose.yaml reads: the secrets, the host ports, then the metrics directory."""
         plain = self.ctx.secrets.as_plain_dict()
-        return {**{var: plain[field] for var, field in SECRET_FIELDS.items()}, **self._port_env()}
+        return {**{var: plain[field] for var, field in SECRET_FIELDS.items()}, **self._port_env(),
+                METRICS_DIR_VAR: str(self.metrics_dir)}
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The host directory mounted at ``METRICS_MOUNT`` in Node-RED's container (absolute:
+        compose would take a relative one as relative to stack/)."""
+        return (self.ctx.config.data_dir / METRICS_FILE).parent.absolute()
 
     def _port_env(self) -> dict[str, str]:
         config = self.ctx.config
@@ -189,6 +250,8 @@ class ComposeBackend(Backend):
         """
         self._require_docker()
         self.write_env_file()
+        # compose.yaml's long-syntax bind refuses a missing directory (rather than make it root's).
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
         cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", PROJECT, "--env-file", str(self.env_file), *args]
         result = subprocess.run(cmd, capture_output=True, text=True, env=self._child_env(), check=False)
         if result.returncode != 0:
@@ -200,7 +263,7 @@ class ComposeBackend(Backend):
 
     def _child_env(self) -> dict[str, str]:
         """The caller's environment without the env file's variables: compose would let them win."""
-        written = set(SECRET_VARS) | set(self._port_env())
+        written = set(self.compose_env())
         return {k: v for k, v in os.environ.items() if k not in written}
 
     def _scrub(self, text: str) -> str:

@@ -102,6 +102,13 @@ class NativeBackend(Backend):
             if service.record() is not None and not _settles(service):
                 self.reporter.note(f"{service.name} runs but is not healthy; restarting it")
                 service.stop()
+        # Faults a dead kernel left in force (toxics, faults.json); late import: faults imports the services.
+        from labkit.faults import repair_state
+
+        toxiproxy = self.services["toxiproxy"]
+        url = toxiproxy.endpoint() if toxiproxy.record() is not None else None
+        for repaired in repair_state(self.ctx.config.data_dir, url):
+            self.reporter.note(f"fault repair: {repaired}")
 
     def _preflight(self, todo: list[Service]) -> None:
         """Check everything the user must fix before starting anything.
