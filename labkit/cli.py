@@ -133,5 +133,27 @@ def report(run_dir: str, out_dir: str, threshold_s: float | None) -> None:
         click.echo(f"{kind}: {path}")
 
 
+@main.command(help="Run the experiment declared in SPEC (a YAML file, or a name in stack/experiments/) on the "
+                   "running lab, and write its run directory (results.csv, probes.csv, env.json).")
+@click.argument("spec", metavar="SPEC")
+@click.option("--out", "out_dir", default=None, help="Directory for run directories [default: $LABKIT_DATA_DIR/runs].")
+@click.option("--report", "with_report", is_flag=True, help="Also render the SLA report (HTML and PDF).")
+@click.option("--reports-dir", default="reports", show_default=True, help="Where --report writes.")
+@_errors_to_exit
+def run(spec: str, out_dir: str | None, with_report: bool, reports_dir: str) -> None:
+    # Imported here so that the other commands start fast.
+    from labkit.experiment import load_spec, run_experiment
+    from labkit.lab import Lab
+
+    experiment = load_spec(spec)  # a bad file fails before anything is touched
+    lab = Lab.from_env(reporter=Reporter())
+    done = run_experiment(lab, experiment, out_dir or lab.ctx.config.data_dir / "runs")
+    Console().print(done.accounting().to_string(index=False), markup=False, highlight=False)
+    click.echo(f"run: {done.run_dir}")
+    if with_report:
+        for kind, path in done.report(lab, reports_dir).items():
+            click.echo(f"{kind}: {path}")
+
+
 if __name__ == "__main__":
     main()

@@ -69,3 +69,60 @@ def test_03_pipeline_pushes_images_end_to_end(lab, out_dir):
     assert results["stages_in_order"] is True
     assert 0 < results["median_duration_ms"] < 10_000
     assert_no_secrets(lab, notebook)
+
+
+def test_04_load_and_sla_measures_percentiles_and_an_inconclusive_verdict(lab, out_dir):
+    results, notebook = run_notebook("04_load_and_sla", lab, out_dir, rate=4.0, n_images=12, seed=4)
+    assert results["n_images"] == results["n_ok"] == 12
+    assert 0.4 / 4.0 < results["mean_gap_s"] < 2.5 / 4.0  # Poisson arrivals at about the asked rate
+    assert 0 < results["p50_s"] <= results["p95_s"] <= results["p99_s"] < 10
+    low, high = results["p99_ci_s"]
+    assert low <= results["p99_s"] <= high
+    # 12 images, none late, still cannot support "99 % within 10 s": 299 are needed
+    assert results["verdict"] == "INCONCLUSIVE" and results["min_samples"] == 299
+    assert results["lower_bound"] < 0.99
+    assert "SLA bound 10 s" in results["ecdf_labels"]
+    assert {"upload_ms", "event_ms", "action_ms", "webhook_ms"} <= set(results["stages"])
+    assert_no_secrets(lab, notebook)
+
+
+def test_06_retry_patterns_loses_images_only_without_reconciliation(lab, out_dir):
+    results, notebook = run_notebook("06_retry_patterns", lab, out_dir, n_images=12, rate=3.0, outage_s=8.0)
+    lost = results["lost"]
+    assert set(lost) == {"none", "none + reconcile", "exponential", "exponential + reconcile"}
+    assert all(n == 12 for n in results["uploaded"].values())
+    # the dropped events are invisible to retries: lost with or without them, counted as lost ...
+    assert lost["none"] > 0 and lost["exponential"] > 0
+    assert any(f"lost {lost['none']}" in label for label in results["ecdf_labels"] if label.startswith("none ("))
+    # ... and found again by reconciliation, late: the outage's tail
+    assert lost["exponential + reconcile"] == lost["none + reconcile"] == 0
+    assert results["republished"]["exponential + reconcile"] >= 1
+    assert results["max_latency_s"]["exponential + reconcile"] >= 4
+    assert_no_secrets(lab, notebook)
+
+
+def test_07_sla_report_writes_the_report_without_secrets(lab, out_dir, tmp_path):
+    reports = tmp_path / "reports"
+    results, notebook = run_notebook("07_sla_report", lab, out_dir, experiment="smoke", n_images=6,
+                                     reports_dir=str(reports))
+    html, pdf = Path(results["reports"]["html"]), Path(results["reports"]["pdf"])
+    assert html.parent == reports and html.is_file() and pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
+    assert results["n_images"] == 6
+    assert results["latency_status"] == "INCONCLUSIVE"  # 6 images cannot support 99 %
+    text = html.read_text()
+    assert results["run"] in text and "Where the images went" in text
+    for value in lab.ctx.secrets.secret_values():
+        assert value not in text
+    assert_no_secrets(lab, notebook)
+
+
+def test_05_failure_injection_measures_a_latency_fault_and_cleans_up(lab, out_dir):
+    results, notebook = run_notebook("05_failure_injection", lab, out_dir, seed=7, n_images=8, fault_s=1.5)
+    assert results["baseline_ok"] == results["faulted_ok"] == 8
+    # the invoke stage grows by the latency; end to end, the median grows by about as much
+    added_invoke_ms = results["faulted_invoke_median_ms"] - results["baseline_invoke_median_ms"]
+    assert added_invoke_ms == pytest.approx(1500, abs=300)
+    added_s = results["faulted_median_s"] - results["baseline_median_s"]
+    assert 0.75 * 1.5 <= added_s <= 1.5 + 1.0, results
+    assert results["active_faults_at_end"] == 0 and results["toxics_at_end"] == 0
+    assert_no_secrets(lab, notebook)

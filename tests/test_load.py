@@ -1,0 +1,104 @@
+"""Load generators against the session's real pipeline: open loop, closed loop, bounds and stop."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from labkit import load, pipeline
+from labkit.errors import LabConfigError
+from labkit.lab import Lab
+from labkit.readiness import poll_until
+
+pytestmark = pytest.mark.stack
+
+SIZES = [(640, 480)]
+
+
+@pytest.fixture(scope="module")
+def pipe(lab: Lab) -> Iterator[Lab]:
+    pipeline.stand_up(lab)
+    yield lab
+
+
+@pytest.fixture()
+def prefix() -> str:
+    return f"load-{uuid.uuid4().hex[:8]}/"
+
+
+def test_open_loop_arrives_at_the_rate_and_stops_at_max_images(pipe: Lab, prefix: str) -> None:
+    rate = 5.0
+    table = load.run_open_loop(pipe, rate, max_images=12, max_duration_s=30, seed=3, prefix=prefix, sizes=SIZES,
+                               progress=False)
+    assert len(table) == 12  # bounded by max_images
+    assert list(table.columns[:8]) == ["key", "trace_id", "t_sched_ms", "t_start_ms", "t_end_ms", "status_code",
+                                       "attempts", "error"]
+    assert (table["status_code"] == 200).all(), table[table["status_code"] != 200].to_dict("records")
+    assert table["key"].str.startswith(prefix).all() and table["key"].is_unique
+    gaps_s = table["t_sched_ms"].sort_values().diff().dropna() / 1000
+    assert 0.4 / rate < gaps_s.mean() < 2.5 / rate, gaps_s.describe()
+    # the arrival process keeps its own clock: each upload starts close to its scheduled time
+    assert (table["t_start_ms"] - table["t_sched_ms"]).max() < 1000
+    assert table["t_upload_start"].notna().all()  # the flow's own start stamp, beside the client's
+
+
+def test_open_loop_is_bounded_by_its_duration(pipe: Lab, prefix: str) -> None:
+    started = time.monotonic()
+    table = load.run_open_loop(pipe, 5.0, max_images=1000, max_duration_s=1.0, seed=4, prefix=prefix, sizes=SIZES,
+                               progress=False)
+    assert time.monotonic() - started < 10
+    assert 0 < len(table) < 30
+    assert (table["t_sched_ms"] - table["t_sched_ms"].min()).max() <= 1000
+
+
+def test_closed_loop_never_has_more_than_c_in_flight(pipe: Lab, prefix: str) -> None:
+    run = load.start_closed_loop(pipe, 3, max_images=15, max_duration_s=60, seed=5, prefix=prefix, sizes=SIZES,
+                                 progress=False)
+    table = run.wait(60)
+    assert len(table) == 15 and (table["status_code"] == 200).all()
+    assert run.max_in_flight <= 3
+    assert load.in_flight_max(table) <= 3
+    assert (table["t_sched_ms"] == table["t_start_ms"]).all()  # nothing is scheduled ahead in a closed loop
+
+
+def test_stop_ends_a_long_run_early(pipe: Lab, prefix: str) -> None:
+    run = load.start_open_loop(pipe, 5.0, max_images=10_000, max_duration_s=3600, seed=6, prefix=prefix, sizes=SIZES,
+                               progress=False)
+    try:
+        assert poll_until(lambda: len(run.results()) >= 2, timeout_s=15, interval_s=0.1) == "ready"
+    finally:
+        run.stop()
+    stopped = time.monotonic()
+    table = run.wait(30)
+    assert time.monotonic() - stopped < 10
+    assert 2 <= len(table) < 100
+    assert run.done()
+
+
+def test_bad_load_parameters_are_config_errors(pipe: Lab) -> None:
+    with pytest.raises(LabConfigError, match="rate_per_s"):
+        load.start_open_loop(pipe, 0, max_images=5, max_duration_s=5)
+    with pytest.raises(LabConfigError, match="max_images"):
+        load.start_open_loop(pipe, 5, max_images=0, max_duration_s=5)
+    with pytest.raises(LabConfigError, match="concurrency"):
+        load.start_closed_loop(pipe, 0, max_images=5, max_duration_s=5)
+
+
+def test_a_load_switch_runs_one_load_at_a_time(pipe: Lab) -> None:
+    switch = load.LoadSwitch(pipe, rate_per_s=10, max_images=500, max_duration_s=60, sizes=SIZES, progress=False)
+    first = switch.start()
+    try:
+        assert switch.start() is first  # already running: no second load
+        assert poll_until(lambda: len(first.results()) >= 1, timeout_s=15, interval_s=0.1) == "ready"
+    finally:
+        switch.stop()
+    first.wait(30)
+    assert not switch.running
+    second = switch.start()
+    switch.stop()
+    second.wait(30)
+    keys = switch.results()["key"]
+    assert keys.is_unique and keys.str.startswith("panel/").all()
