@@ -26,9 +26,11 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS); \
 	else echo "Missing Debian packages: $(DEBS). Fix: sudo apt-get install $(DEBS)"; exit 2; fi
 
-## lab: the main job: stand the stack up and show its status
+## lab: the main job: stand the stack up, run every notebook headless (the
+## experiments among them), and write the SLA report under reports/
 lab: setup
 	$(BIN)/labkit up
+	$(BIN)/labkit notebooks --out reports/notebooks
 	$(BIN)/labkit status
 
 ## test: the whole test suite; it starts and stops the services it uses

@@ -155,5 +155,22 @@ def run(spec: str, out_dir: str | None, with_report: bool, reports_dir: str) -> 
             click.echo(f"{kind}: {path}")
 
 
+@main.command(help="Run the lab's notebooks headless, in order (all of them, or the NAMEs given), against "
+                   "the running lab; the executed copies and their recorded figures go to --out.")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--out", "out_dir", default="reports/notebooks", show_default=True)
+@_errors_to_exit
+def notebooks(names: tuple[str, ...], out_dir: str) -> None:
+    from pathlib import Path
+
+    from labkit.lab import Lab
+    from labkit.notebooks import run_all
+
+    reporter = Reporter()
+    lab = Lab.from_env(reporter=reporter)
+    for path in run_all(lab, Path(out_dir).resolve(), reporter, only=list(names) or None):
+        click.echo(f"executed: {path}")
+
+
 if __name__ == "__main__":
     main()

@@ -126,3 +126,19 @@ def test_05_failure_injection_measures_a_latency_fault_and_cleans_up(lab, out_di
     assert 0.75 * 1.5 <= added_s <= 1.5 + 1.0, results
     assert results["active_faults_at_end"] == 0 and results["toxics_at_end"] == 0
     assert_no_secrets(lab, notebook)
+
+
+def test_labkit_notebooks_names_unknown_notebooks_and_runs_known_ones(lab, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LABKIT_DATA_DIR": str(lab.ctx.config.data_dir),
+           "LABKIT_PORT_OFFSET": str(lab.ctx.config.port_offset)}
+    command = [sys.executable, "-m", "labkit.cli", "notebooks", "--out", str(tmp_path)]
+    wrong = subprocess.run([*command, "99_nothing"], env=env, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "00_setup" in wrong.stderr and "Traceback" not in wrong.stderr
+    done = subprocess.run([*command, "00_setup"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "notebook 00_setup: done in" in done.stderr
+    assert json.loads((tmp_path / "00_setup.json").read_text())["healthy"] is True
