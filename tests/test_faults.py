@@ -34,6 +34,7 @@ from labkit.faults import (
     validate,
 )
 from labkit.lab import Lab
+from tests.support import poll
 
 pytestmark = pytest.mark.stack
 
@@ -41,14 +42,6 @@ HOP = "nodered-faas"  # Node-RED -> faas: a GET of the FaaS API through it answe
 BIG_HOP, BIG_PATH = "store-webhook", "/red/style.min.css"  # Node-RED's editor stylesheet, ~300 KB
 SERVICE = "mail"
 
-
-def poll(what: str, fetch: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := fetch()):
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
-    return value
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ go to the test's tmp dir. Jupyter, its kernel and the browser are stopped at the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -26,7 +27,11 @@ import pytest
 from labkit.faults import Fault, FaultInjector
 from labkit.lab import Lab
 from labkit.widgets import TextPanel, control_panel, fault_lines
+from tests import support
 from tests.conftest import lab_processes
+
+# a browser and a kernel are slower to answer than the services
+poll = functools.partial(support.poll, timeout_s=30.0, interval_s=0.25)
 
 pytestmark = pytest.mark.stack
 
@@ -41,14 +46,6 @@ KERNEL_IDLE = """(() => {
   return Boolean(k && k.status === 'idle' && k.connectionStatus === 'connected');
 })()"""
 
-
-def poll(what: str, fetch: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := fetch()):
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
-    return value
 
 
 def free_port() -> int:
@@ -195,7 +192,7 @@ def test_panel_renders_in_jupyterlab_and_its_buttons_inject_and_clear(lab: Lab, 
                 page.wait_for_selector('.labkit-light[data-service="mail"][data-state="up"]', timeout=15_000)
 
                 page.locator("button.labkit-start-load").click()
-                poll("the load_start callable", lambda: marker.exists() and marker.read_text() == "started", 15)
+                poll("the load_start callable", lambda: marker.exists() and marker.read_text() == "started", timeout_s=15)
                 page.screenshot(path=shots / "4-cleared.png", full_page=True)
             except Exception:
                 page.screenshot(path=shots / "failed.png", full_page=True)
