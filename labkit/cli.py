@@ -172,5 +172,32 @@ def notebooks(names: tuple[str, ...], out_dir: str) -> None:
         click.echo(f"executed: {path}")
 
 
+@main.command(help="Account for every object in bucket dit247: resized, dead-lettered (with the reason), "
+                   "pending (younger than --grace-s) or LOST. Exits 1 when something is lost.")
+@click.option("--prefix", default="", help="Only keys starting with this (a run prefix).")
+@click.option("--grace-s", type=float, default=None, help="Younger objects count as pending [default: 60].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_errors_to_exit
+def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
+    from labkit.audit import DEFAULT_GRACE_S, lost_message
+    from labkit.audit import audit as run_audit
+    from labkit.lab import Lab
+
+    report = run_audit(Lab.from_env(), prefix=prefix, grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        table = Table("state", "objects")
+        for state, n in report.counts.items():
+            table.add_row(state, str(n))
+        table.add_row("duplicates", str(len(report.duplicates)))
+        Console().print(table)
+        for key in report.lost:
+            click.echo(f"lost: {key}")
+    if not report.ok:
+        click.echo(f"error: {lost_message(report)}", err=True)
+        sys.exit(EXIT_SERVICE)
+
+
 if __name__ == "__main__":
     main()

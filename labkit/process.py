@@ -135,6 +135,28 @@ def _running(proc: psutil.Process) -> bool:
         return False
 
 
+def processes_in(workdir: Path) -> list[psutil.Process]:
+    """Live processes whose working directory is ``workdir`` (every service runs in its own)."""
+    found = []
+    for proc in psutil.process_iter(["cwd"]):
+        if proc.info["cwd"] == str(workdir) and _running(proc):
+            found.append(proc)
+    return found
+
+
+def in_group(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid
+    except ProcessLookupError:
+        return False
+
+
+def terminate_process(proc: psutil.Process, timeout_s: float) -> None:
+    """Stop one untracked process and its group, politely and then by force."""
+    record = ProcessRecord("orphan", os.getpgid(proc.pid) if _running(proc) else proc.pid, 0.0, [], {}, "")
+    terminate(record, timeout_s)
+
+
 def _group_members(record: ProcessRecord) -> list[psutil.Process]:
     members = []
     for proc in psutil.process_iter(["pid"]):

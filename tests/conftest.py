@@ -15,11 +15,15 @@ TEST_PORT_OFFSET = int(os.environ.get("LABKIT_TEST_PORT_OFFSET", "10000"))
 
 
 def lab_processes(data_dir: Path) -> list[psutil.Process]:
-    """Every live process whose command line names this lab's data dir."""
+    """Every live process of this lab: its command line names the data dir, or it runs in it
+    (Node-RED renames itself to ``node-red``, so only its working directory still tells)."""
     found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
+    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
         try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and str(data_dir) in " ".join(proc.info["cmdline"] or []):
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            named = str(data_dir) in " ".join(proc.info["cmdline"] or [])
+            if named or (proc.info["cwd"] or "").startswith(str(data_dir)):
                 found.append(proc)
         except psutil.Error:
             continue

@@ -9,7 +9,7 @@ from labkit.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.context import LabContext
 from labkit.errors import LabConfigError
 from labkit.install import InstallStep, install, require_tools, verify_cache
-from labkit.process import port_owner
+from labkit.process import port_owner, terminate_process
 from labkit.progress import QUIET, Reporter
 from labkit.services import SERVICE_TYPES, Service
 
@@ -92,9 +92,14 @@ class NativeBackend(Backend):
 
     # -- internals -----------------------------------------------------------
     def _repair(self) -> None:
-        """Make a crashed or interrupted lab startable: resume paused services, and
-        stop running-but-unhealthy ones so they start afresh. Stale state files are
-        cleared by ``ProcessTable.load`` itself."""
+        """Make a crashed or interrupted lab startable: stop processes no state file
+        accounts for, resume paused services, stop running-but-unhealthy ones so they
+        start afresh, and redo the provisioning of the survivors. Stale state files
+        are cleared by ``ProcessTable.load`` itself."""
+        for service in self.services.values():
+            for orphan in service.orphans():
+                self.reporter.note(f"{service.name}: stopping pid {orphan.pid}, left by an interrupted start")
+                terminate_process(orphan, self.ctx.config.stop_timeout_s)
         for service in self.services.values():
             if service.paused():
                 self.reporter.note(f"{service.name} was left paused; resuming it")
@@ -102,6 +107,11 @@ class NativeBackend(Backend):
             if service.record() is not None and not _settles(service):
                 self.reporter.note(f"{service.name} runs but is not healthy; restarting it")
                 service.stop()
+        # A start interrupted between "ready" and "provisioned" (hop proxies, topics)
+        # leaves a healthy service without what the next ones need; provisioning is idempotent.
+        for service in self.services.values():
+            if service.record() is not None:
+                service.on_ready()
         # Faults a dead kernel left in force (toxics, faults.json); late import: faults imports the services.
         from labkit.faults import repair_state
 

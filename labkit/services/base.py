@@ -10,10 +10,13 @@ from collections import deque
 from pathlib import Path
 from typing import ClassVar
 
+import psutil
+
 from labkit.context import LabContext
 from labkit.errors import ServiceError
 from labkit.install import InstallStep
-from labkit.process import ProcessRecord, ProcessTable, is_alive, is_paused, spawn, signal_group, terminate
+from labkit.process import (ProcessRecord, ProcessTable, in_group, is_alive, is_paused, processes_in, spawn,
+                            signal_group, terminate)
 from labkit.readiness import Readiness, poll_until
 from labkit.versions import pin
 
@@ -91,6 +94,12 @@ class Service(ABC):
     def record(self) -> ProcessRecord | None:
         """The running process of this service, or None when it is not running."""
         return self.table.load(self.name)
+
+    def orphans(self) -> list[psutil.Process]:
+        """Processes running in this service's workdir that its state file does not account for:
+        what a ``labkit`` killed between spawning a service and recording it leaves behind."""
+        record = self.record()
+        return [p for p in processes_in(self.workdir) if record is None or not in_group(p, record.pid)]
 
     # -- verbs --------------------------------------------------------------
     def start(self) -> ProcessRecord:
