@@ -12,10 +12,14 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +51,18 @@ ACTION_LIMITS = {"memory": 512, "timeout": 60_000, "concurrency": 4}
 CONSUMER_READY_TIMEOUT_S = 45.0
 PROBE_WAIT_S = 2.0
 EVENT_SCAN_RECORDS = 500
+
+
+@cache
+def action_module() -> ModuleType:
+    """The resize action, imported by path the way a runner loads it (its ``output_key`` is the
+    rule for output names; its ``resize_image`` the bare work per image)."""
+    name = "labkit_resize_action"
+    spec = importlib.util.spec_from_file_location(name, ACTION_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses in the action look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass(frozen=True)

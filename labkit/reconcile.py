@@ -17,14 +17,11 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from functools import cache
-from types import ModuleType
 
 import pandas as pd
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -34,7 +31,7 @@ from minio.error import S3Error
 from labkit.errors import LabConfigError, ServiceError
 from labkit.lab import Lab
 from labkit.metrics import read_lines
-from labkit.pipeline import ACTION_FILE, OUTPUT_BUCKET, SOURCE_BUCKET
+from labkit.pipeline import OUTPUT_BUCKET, SOURCE_BUCKET, action_module
 from labkit.services.storage import TOPIC
 from labkit.upload import metrics_path
 
@@ -45,15 +42,6 @@ STATES = ("processed", "dead_lettered", "missing", "young")
 # Without a prefix or a time bound, refuse to scan more than this many source objects.
 MAX_KEYS = 10_000
 ORIGIN = "labkit-reconcile"  # marks synthetic events (principal, request id, configuration id)
-
-
-@cache
-def action_module() -> ModuleType:
-    """``stack/actions/resize.py``, imported by path: its ``output_key`` is the rule for output names."""
-    spec = importlib.util.spec_from_file_location("labkit_resize_action", ACTION_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def output_key(key: str) -> str:

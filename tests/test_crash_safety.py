@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from labkit.config import DEFAULT_PORTS
 from labkit.hops import HOPS

@@ -7,7 +7,6 @@ import sys
 from labkit.install import InstallStep
 from labkit.readiness import HttpReady, Readiness
 from labkit.services.base import Service
-from labkit.versions import pins
 
 
 class Faas(Service):
