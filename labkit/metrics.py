@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 # The stamps in pipeline order; each stage is the gap between two neighbours.
+# One pair races: the store publishes an upload's event as it answers the PUT, so
+# t_event can precede t_uploaded by a few ms (a slightly negative event_ms).
 STAMPS = ("t_upload_start", "t_uploaded", "t_event", "t_invoke_start", "t_action_start", "t_action_end", "t_webhook")
 STAGES = {
     "upload_ms": ("t_upload_start", "t_uploaded"),
