@@ -41,3 +41,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
     finally:
         lab.down()
     assert lab_processes(data_dir) == [], "labkit down left processes behind"
+
+
+@pytest.fixture(scope="module")
+def pipe(lab: Lab):
+    """The session's stack with the pipeline stood up, afresh for each module (other modules
+    deploy flows of their own)."""
+    from labkit import pipeline
+
+    pipeline.stand_up(lab)
+    yield lab

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+# versitygw's log line when its Kafka writer gives up on an event (the event is lost)
+DROPPED = "failed to send kafka event"
+
 
 def poll(what: str, fetch: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.2) -> Any:
     """Call ``fetch`` until it returns something truthy, and return that; fail the test after ``timeout_s``."""

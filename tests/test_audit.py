@@ -10,28 +10,23 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from labkit import pipeline, upload
+from labkit import upload
 from labkit.audit import AUDIT_STATES, CURE, _duplicates, audit
 from labkit.images import bad_input_corpus, generate_pool
 from labkit.lab import Lab
 from labkit.readiness import poll_until
 from labkit.reconcile import reconcile
 from tests.conftest import TEST_PORT_OFFSET
+from tests.support import DROPPED
 
 pytestmark = pytest.mark.stack
 
-DROPPED = "failed to send kafka event"  # versitygw's log line when its Kafka writer gives up on an event
 
 
-@pytest.fixture(scope="module")
-def pipe(lab: Lab) -> Iterator[Lab]:
-    pipeline.stand_up(lab)
-    yield lab
 
 
 def labkit_audit(lab: Lab, *args: str) -> subprocess.CompletedProcess:

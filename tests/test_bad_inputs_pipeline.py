@@ -14,14 +14,13 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
 
-from labkit import pipeline, upload
+from labkit import upload
 from labkit.audit import audit
 from labkit.images import BAD_INPUT_EXPECTED, PoolImage, bad_input_corpus, generate_pool
 from labkit.lab import Lab
@@ -70,10 +69,6 @@ def cases() -> tuple[list[PoolImage], dict[str, str]]:
     return batch, expect
 
 
-@pytest.fixture(scope="module")
-def pipe(lab: Lab) -> Iterator[Lab]:
-    pipeline.stand_up(lab)
-    yield lab
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,6 @@ TINY = {"name": "tiny", "load": {"kind": "open", "rate_per_s": 4, "images": 4, "
                                  "sizes": [[640, 480]]}, "seed": 2, "settle_s": 3}
 
 
-@pytest.fixture(scope="module")
-def pipe(lab: Lab) -> Iterator[Lab]:
-    pipeline.stand_up(lab)
-    yield lab
 
 
 @pytest.fixture(autouse=True)

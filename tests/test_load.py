@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from labkit import load, pipeline
+from labkit import load
 from labkit.errors import LabConfigError
 from labkit.lab import Lab
 from labkit.readiness import poll_until
@@ -18,10 +17,6 @@ pytestmark = pytest.mark.stack
 SIZES = [(640, 480)]
 
 
-@pytest.fixture(scope="module")
-def pipe(lab: Lab) -> Iterator[Lab]:
-    pipeline.stand_up(lab)
-    yield lab
 
 
 @pytest.fixture()

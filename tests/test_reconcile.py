@@ -5,28 +5,23 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from minio.error import S3Error
 
-from labkit import pipeline, upload
+from labkit import upload
 from labkit.experiment import drain
 from labkit.images import bad_input_corpus, generate_pool
 from labkit.lab import Lab
 from labkit.readiness import poll_until
 from labkit.reconcile import object_created_event, output_key, reconcile
+from tests.support import DROPPED
 
 pytestmark = pytest.mark.stack
 
-DROPPED = "failed to send kafka event"  # versitygw's log line when its Kafka writer gives up on an event
 
 
-@pytest.fixture(scope="module")
-def pipe(lab: Lab) -> Iterator[Lab]:
-    pipeline.stand_up(lab)
-    yield lab
 
 
 def output_exists(lab: Lab, key: str) -> bool:
