@@ -10,7 +10,6 @@ stays well under a minute.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
@@ -18,13 +17,13 @@ import uuid
 import pandas as pd
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from PIL import Image
 
 from labkit import upload
 from labkit.audit import audit
 from labkit.images import BAD_INPUT_EXPECTED, PoolImage, bad_input_corpus, generate_pool
 from labkit.lab import Lab
 from labkit.reconcile import DLQ_TOPIC
+from tests.support import read_output
 
 pytestmark = pytest.mark.stack
 
@@ -109,20 +108,6 @@ def _dlq_reasons(lab: Lab, offsets: dict[TopicPartition, int]) -> dict[str, str]
         consumer.close()
 
 
-def _output(lab: Lab, key_out: str) -> Image.Image:
-    response = lab.s3("storage-out").get_object("dit247c", key_out)
-    try:
-        data = response.read()
-    finally:
-        response.close()
-        response.release_conn()
-    with Image.open(io.BytesIO(data)) as img:
-        img.verify()
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img
-
-
 def _fitted(width: int, height: int) -> tuple[int, int]:
     scale = min(1.0, MAX_EDGE / max(width, height))
     return round(width * scale), round(height * scale)
@@ -130,7 +115,7 @@ def _fitted(width: int, height: int) -> tuple[int, int]:
 
 def _check_ok(lab: Lab, key: str, row: pd.Series) -> None:
     assert row["outcome"] == "ok", (key, row.get("code"), row.get("error"))
-    img = _output(lab, row["key_out"])
+    img = read_output(lab, row["key_out"])
     assert max(img.size) <= MAX_EDGE and min(img.size) >= 1, (key, img.size)
     assert (row["width_out"], row["height_out"]) == img.size, key
 
@@ -159,7 +144,7 @@ def test_the_key_uploaded_twice_comes_out_as_one_of_the_two(run: dict, pipe: Lab
     row = run["rows"].loc[key]
     _check_ok(pipe, key, row)
     sizes = {_fitted(i.width, i.height) for i in good[4:6]}
-    size = _output(pipe, row["key_out"]).size
+    size = read_output(pipe, row["key_out"]).size
     assert any(abs(size[0] - w) <= 1 and abs(size[1] - h) <= 1 for w, h in sizes), (size, sizes)
 
 

@@ -13,9 +13,11 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 from labkit.config import DEFAULT_PORTS
 from labkit.hops import HOPS
@@ -77,63 +79,57 @@ def start_up_and_kill_when(data_dir: Path, env: dict[str, str], pid_file: str) -
     assert lab_processes(data_dir), "the killed `labkit up` had started nothing: the test tests nothing"
 
 
-def test_killed_up_is_repaired_by_the_next_up(tmp_path: Path) -> None:
+@pytest.fixture()
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A lab of its own for each test; whatever a test leaves, this stops, and checks nothing is left."""
     env = lab_env(tmp_path, OFFSET)
     try:
-        # storage-out is the last service spawned (second wave, after storage): killed then, the first
-        # wave is up and storage and storage-out are starting. (Not mid-spawn: see the orphan test below.)
-        start_up_and_kill_when(tmp_path, env, "storage-out.json")
-        labkit("up", env=env, check=True)
-        pids = assert_healthy_one_process_per_service(tmp_path, env)
-
-        # kill -9 a service behind labkit's back (its pid file stays): the next `up` restarts it
-        os.killpg(pids["nodered"], signal.SIGKILL)
-        labkit("up", env=env, check=True)
-        after = assert_healthy_one_process_per_service(tmp_path, env)
-        assert after["nodered"] != pids["nodered"]
-        assert {k: v for k, v in after.items() if k != "nodered"} == {k: v for k, v in pids.items() if k != "nodered"}
-
-        labkit("down", env=env, check=True)
-        assert lab_processes(tmp_path) == [] and records(tmp_path) == {}
+        yield env
     finally:
         labkit("down", env=env)
         kill_what_we_started(tmp_path)
     assert lab_processes(tmp_path) == []
 
 
-def test_up_killed_before_the_hops_exist_is_repaired_by_the_next_up(tmp_path: Path) -> None:
-    env = lab_env(tmp_path, OFFSET)
-    try:
-        # nodered is the first wave's last spawn; toxiproxy's on_ready (the proxies) runs only after
-        # mail and toxiproxy are ready, so a kill now lands before it
-        start_up_and_kill_when(tmp_path, env, "nodered.json")
-        # Which side of the race the kill landed on varies by a few ms; make it the same every run:
-        # toxiproxy running with no proxies is exactly the state a kill before its on_ready leaves.
-        toxiproxy = ToxiproxyClient(f"http://127.0.0.1:{DEFAULT_PORTS['toxiproxy'] + OFFSET}")
-        assert poll_until(lambda: _answers(toxiproxy), timeout_s=10, interval_s=0.1) == "ready"
-        for name in toxiproxy.proxies():
-            toxiproxy.http.delete(f"/proxies/{name}")
-        labkit("up", env=env, check=True)
-        assert_healthy_one_process_per_service(tmp_path, env)
-        assert set(toxiproxy.proxies()) == {h.name for h in HOPS}
-    finally:
-        labkit("down", env=env)
-        kill_what_we_started(tmp_path)
-    assert lab_processes(tmp_path) == []
+def test_killed_up_is_repaired_by_the_next_up(tmp_path: Path, env: dict[str, str]) -> None:
+    # storage-out is the last service spawned (second wave, after storage): killed then, the first
+    # wave is up and storage and storage-out are starting. (Not mid-spawn: see the orphan test below.)
+    start_up_and_kill_when(tmp_path, env, "storage-out.json")
+    labkit("up", env=env, check=True)
+    pids = assert_healthy_one_process_per_service(tmp_path, env)
+
+    # kill -9 a service behind labkit's back (its pid file stays): the next `up` restarts it
+    os.killpg(pids["nodered"], signal.SIGKILL)
+    labkit("up", env=env, check=True)
+    after = assert_healthy_one_process_per_service(tmp_path, env)
+    assert after["nodered"] != pids["nodered"]
+    assert {k: v for k, v in after.items() if k != "nodered"} == {k: v for k, v in pids.items() if k != "nodered"}
+
+    labkit("down", env=env, check=True)
+    assert lab_processes(tmp_path) == [] and records(tmp_path) == {}
 
 
-def test_a_service_whose_pid_file_was_never_written_is_not_duplicated(tmp_path: Path) -> None:
-    env = lab_env(tmp_path, OFFSET)
-    try:
-        labkit("up", env=env, check=True)
-        # the state a kill between spawn and save leaves: the service runs, its pid file does not exist
-        (tmp_path / "run" / "nodered.json").unlink()
-        labkit("up", env=env, check=True)
-        assert_healthy_one_process_per_service(tmp_path, env)
-    finally:
-        labkit("down", env=env)
-        kill_what_we_started(tmp_path)
-    assert lab_processes(tmp_path) == []
+def test_up_killed_before_the_hops_exist_is_repaired_by_the_next_up(tmp_path: Path, env: dict[str, str]) -> None:
+    # nodered is the first wave's last spawn; toxiproxy's on_ready (the proxies) runs only after
+    # mail and toxiproxy are ready, so a kill now lands before it
+    start_up_and_kill_when(tmp_path, env, "nodered.json")
+    # Which side of the race the kill landed on varies by a few ms; make it the same every run:
+    # toxiproxy running with no proxies is exactly the state a kill before its on_ready leaves.
+    toxiproxy = ToxiproxyClient(f"http://127.0.0.1:{DEFAULT_PORTS['toxiproxy'] + OFFSET}")
+    assert poll_until(lambda: _answers(toxiproxy), timeout_s=10, interval_s=0.1) == "ready"
+    for name in toxiproxy.proxies():
+        toxiproxy.http.delete(f"/proxies/{name}")
+    labkit("up", env=env, check=True)
+    assert_healthy_one_process_per_service(tmp_path, env)
+    assert set(toxiproxy.proxies()) == {h.name for h in HOPS}
+
+
+def test_a_service_whose_pid_file_was_never_written_is_not_duplicated(tmp_path: Path, env: dict[str, str]) -> None:
+    labkit("up", env=env, check=True)
+    # the state a kill between spawn and save leaves: the service runs, its pid file does not exist
+    (tmp_path / "run" / "nodered.json").unlink()
+    labkit("up", env=env, check=True)
+    assert_healthy_one_process_per_service(tmp_path, env)
 
 
 def _answers(client: ToxiproxyClient) -> bool:
@@ -144,8 +140,7 @@ def _answers(client: ToxiproxyClient) -> bool:
         return False
 
 
-def test_stale_pid_files_are_cleared_by_up(tmp_path: Path) -> None:
-    env = lab_env(tmp_path, OFFSET)
+def test_stale_pid_files_are_cleared_by_up(tmp_path: Path, env: dict[str, str]) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
     stale = {"pid": gone.pid, "create_time": time.time() - 3600, "cmd": ["true"], "ports": {}, "version": "stale",
@@ -153,14 +148,9 @@ def test_stale_pid_files_are_cleared_by_up(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir(parents=True)
     for name in SERVICE_NAMES:
         (tmp_path / "run" / f"{name}.json").write_text(json.dumps({"name": name, **stale}))
-    try:
-        labkit("up", env=env, check=True)
-        pids = assert_healthy_one_process_per_service(tmp_path, env)
-        assert gone.pid not in pids.values()
-        assert all(r["version"] != "stale" for r in records(tmp_path).values())
-        labkit("down", env=env, check=True)
-        assert lab_processes(tmp_path) == [] and records(tmp_path) == {}
-    finally:
-        labkit("down", env=env)
-        kill_what_we_started(tmp_path)
-    assert lab_processes(tmp_path) == []
+    labkit("up", env=env, check=True)
+    pids = assert_healthy_one_process_per_service(tmp_path, env)
+    assert gone.pid not in pids.values()
+    assert all(r["version"] != "stale" for r in records(tmp_path).values())
+    labkit("down", env=env, check=True)
+    assert lab_processes(tmp_path) == [] and records(tmp_path) == {}

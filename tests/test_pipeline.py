@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from minio.error import S3Error
-from PIL import Image
 
 from labkit import pipeline, upload
 from labkit.errors import ServiceError
@@ -30,6 +29,7 @@ from labkit.images import bad_input_corpus, generate_pool
 from labkit.lab import Lab
 from labkit.metrics import STAMPS
 from labkit.services.storage import TOPIC, WEBHOOK_PATH
+from tests.support import read_output
 
 pytestmark = pytest.mark.stack
 
@@ -122,18 +122,8 @@ def test_fifty_images_come_out_resized_with_ordered_stamps(pipe: Lab, run_id: st
     rows = upload.wait_for(pipe, sent["key"], timeout_s=150)
 
     assert (rows["outcome"] == "ok").all(), rows[rows["outcome"] != "ok"][["key", "code", "error"]].to_dict("records")
-    out = pipe.s3("storage-out")
     for image, row in zip(images, rows.itertuples()):
-        response = out.get_object("dit247c", row.key_out)
-        try:
-            data = response.read()
-        finally:
-            response.close()
-            response.release_conn()
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
+        width, height = read_output(pipe, row.key_out).size
         assert max(width, height) <= MAX_EDGE, row.key
         want_w, want_h = expected_size(image.width, image.height)
         assert abs(width - want_w) <= 1 and abs(height - want_h) <= 1, (row.key, (width, height), (want_w, want_h))
