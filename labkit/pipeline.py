@@ -33,7 +33,7 @@ from labkit.faas.client import FaasError, OpenWhiskClient
 from labkit.images import generate_pool
 from labkit.lab import Lab
 from labkit.metrics import load_metrics
-from labkit.services.storage import TOPIC
+from labkit.services.storage import READ_OBJECTS, TOPIC, WRITE_OBJECTS, bucket_policy, ensure_action_account
 from labkit.upload import metrics_path, upload_one, wait_for
 from labkit.versions import STACK_DIR
 
@@ -44,6 +44,11 @@ ACTION_FILE = STACK_DIR / "actions" / "resize.py"
 FLOWS_FILE = STACK_DIR / "nodered" / "flows.json"
 SOURCE_BUCKET, OUTPUT_BUCKET, FAILED_BUCKET = "dit247", "dit247c", "dit247-failed"
 BUCKETS = (SOURCE_BUCKET, OUTPUT_BUCKET, FAILED_BUCKET)
+# All the resize action's store account may do, as bucket policies: read the originals,
+# write the outputs and the dead letters. Every other bucket and action is denied to it
+# (see labkit.services.storage for what versitygw enforces and what it cannot express).
+ACTION_GRANTS: dict[str, tuple[str, ...]] = {SOURCE_BUCKET: READ_OBJECTS, OUTPUT_BUCKET: WRITE_OBJECTS,
+                                             FAILED_BUCKET: WRITE_OBJECTS}
 TAB_ID = "pl_tab"
 CONSUMER_GROUP = "nodered-pipeline"
 # Big photos need the memory; 4 workers share the machine's cores.
@@ -133,19 +138,32 @@ def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int =
 
 
 def ensure_buckets(lab: Lab) -> None:
-    """Create the pipeline's buckets that do not exist yet."""
+    """Create the pipeline's buckets that do not exist yet, and grant the action its share of them.
+
+    The action's account is (re)provisioned first: a bucket policy may only name an
+    existing account, and the compose backend has no start hook that would have made it.
+
+    Raises:
+        ServiceError: storage refused.
+    """
     s3 = lab.s3()
+    ensure_action_account(lab.endpoints["storage"], lab.ctx.secrets)
+    principal = lab.ctx.secrets.action_access_key.get_secret_value()
     try:
         for bucket in BUCKETS:
             if not s3.bucket_exists(bucket):
                 s3.make_bucket(bucket)
+        for bucket, actions in ACTION_GRANTS.items():
+            s3.set_bucket_policy(bucket, bucket_policy(bucket, principal, actions))
     except (S3Error, OSError) as e:
-        raise ServiceError(f"storage refused to create the pipeline's buckets: {e}. "
+        raise ServiceError(f"storage refused to create the pipeline's buckets or their policies: {e}. "
                            "Hint: `labkit status`; `labkit logs storage`.") from e
 
 
 def deploy_action(lab: Lab, force: bool = False) -> dict[str, Any]:
     """(Re)deploy the ``resize`` action with its S3 endpoints, credentials and allowed buckets bound.
+
+    The credentials are the action's own store account (:data:`ACTION_GRANTS`), not root.
 
     An unchanged action is left alone unless ``force`` (an update retires its warm
     workers, so the next call is a cold start).
@@ -158,8 +176,8 @@ def deploy_action(lab: Lab, force: bool = False) -> dict[str, Any]:
     # which shares the data root and sends no events for reads).
     store = lab.backend.hop_url("action-store")
     params = {"s3_endpoint": store, "s3_out_endpoint": store,
-              "s3_access_key": s.s3_access_key.get_secret_value(),
-              "s3_secret_key": s.s3_secret_key.get_secret_value(), "target_bucket": OUTPUT_BUCKET,
+              "s3_access_key": s.action_access_key.get_secret_value(),
+              "s3_secret_key": s.action_secret_key.get_secret_value(), "target_bucket": OUTPUT_BUCKET,
               "allowed_source_buckets": [SOURCE_BUCKET], "allowed_target_buckets": [OUTPUT_BUCKET]}
     code = ACTION_FILE.read_text()
     try:

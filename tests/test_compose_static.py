@@ -382,7 +382,7 @@ def test_data_lives_in_named_volumes_shared_by_both_gateways():
                  if isinstance(v, str) and not v.startswith(("/", "."))] for s in SERVICES}
     assert all(v.get("type") in ("bind", "volume") for s in SERVICES for v in SERVICES[s].get("volumes", [])
                if isinstance(v, dict))
-    assert named["storage"] == named["storage-out"] == ["s3-data"]
+    assert named["storage"] == named["storage-out"] == ["s3-data", "s3-iam"]
     for service in ("storage", "kafka", "nodered", "mail", "faas"):
         assert named[service] and set(named[service]) <= declared, service
 

@@ -56,7 +56,8 @@ class NativeBackend(Backend):
         if wipe:
             for service in self.services.values():
                 shutil.rmtree(service.workdir, ignore_errors=True)
-            shutil.rmtree(self.ctx.config.data_dir / "s3", ignore_errors=True)
+            for shared in ("s3", "iam"):  # the gateways' data root and their accounts
+                shutil.rmtree(self.ctx.config.data_dir / shared, ignore_errors=True)
             shutil.rmtree(self.ctx.config.logs_dir, ignore_errors=True)
 
     def status(self) -> list[ServiceStatus]:
