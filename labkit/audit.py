@@ -8,6 +8,9 @@ Each object in the source bucket ``dit247`` is in exactly one state:
 - ``pending``: younger than a grace period, so it may still be on its way;
 - ``lost``: none of the above. Nothing downstream ever heard of it.
 
+A resized object with no metrics line at all is ``resized`` and also listed as
+``unrecorded``: the image is safe, but its measurement is missing (reconcile re-records it).
+
 The classification is :func:`labkit.reconcile.reconcile`'s (dry run); this module only
 names the states for an audit, adds the dead-letter reasons and the duplicates (keys with
 more than one ``ok`` metrics line: delivery is at least once), and keeps the verdict.
@@ -27,12 +30,13 @@ import pandas as pd
 
 from labkit.lab import Lab
 from labkit.metrics import read_lines
-from labkit.reconcile import reconcile
+from labkit.reconcile import RECORD_GRACE_S, reconcile
 from labkit.upload import metrics_path
 
 AUDIT_STATES = ("resized", "dead_lettered", "pending", "lost")
 # reconcile's state -> the audit's name for it
-_STATE_NAMES = {"processed": "resized", "dead_lettered": "dead_lettered", "young": "pending", "missing": "lost"}
+_STATE_NAMES = {"processed": "resized", "unrecorded": "resized", "dead_lettered": "dead_lettered",
+                "young": "pending", "missing": "lost"}
 DEFAULT_GRACE_S = 60.0
 CURE = "labkit.reconcile.reconcile(lab)"
 
@@ -48,6 +52,7 @@ class AuditReport:
         lost: Keys in state ``lost``, sorted.
         duplicates: Keys with more than one ``ok`` metrics line -> how many.
         reasons: Dead-lettered keys -> the error code that put them there.
+        unrecorded: Resized keys that no metrics line names, sorted.
         table: One row per source object: ``key, state, reason``.
     """
 
@@ -57,6 +62,7 @@ class AuditReport:
     lost: list[str]
     duplicates: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    unrecorded: list[str] = field(default_factory=list)
     table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     @property
@@ -66,16 +72,19 @@ class AuditReport:
 
     def as_dict(self) -> dict:
         return {"prefix": self.prefix, "grace_s": self.grace_s, "counts": self.counts, "lost": self.lost,
-                "duplicates": self.duplicates, "reasons": self.reasons, "ok": self.ok}
+                "duplicates": self.duplicates, "reasons": self.reasons, "unrecorded": self.unrecorded,
+                "ok": self.ok}
 
 
-def audit(lab: Lab, prefix: str = "", grace_s: float = DEFAULT_GRACE_S) -> AuditReport:
+def audit(lab: Lab, prefix: str = "", grace_s: float = DEFAULT_GRACE_S,
+          record_grace_s: float = RECORD_GRACE_S) -> AuditReport:
     """Put every source object under ``prefix`` in exactly one state; nothing is republished.
 
     Args:
         lab: The running lab.
         prefix: Only keys starting with this (an experiment's run prefix).
         grace_s: Objects modified less than this ago are ``pending``, not ``lost``.
+        record_grace_s: Outputs younger than this may still be getting their metrics line.
 
     Returns:
         The report; ``report.ok`` is False when something is lost.
@@ -84,14 +93,15 @@ def audit(lab: Lab, prefix: str = "", grace_s: float = DEFAULT_GRACE_S) -> Audit
         LabConfigError: Too many objects match (narrow with ``prefix``).
         ServiceError: The store or Kafka refused.
     """
-    found = reconcile(lab, republish=False, prefix=prefix, grace_s=grace_s)
+    found = reconcile(lab, republish=False, prefix=prefix, grace_s=grace_s, record_grace_s=record_grace_s)
     states = found["state"].map(_STATE_NAMES)
     lines = [r for r in read_lines(metrics_path(lab)) if isinstance(r.get("key"), str) and r["key"].startswith(prefix)]
     reasons = _reasons(lines, set(found.loc[states == "dead_lettered", "key"]))
     table = pd.DataFrame({"key": found["key"], "state": states, "reason": found["key"].map(reasons)})
     counts = {state: int((states == state).sum()) for state in AUDIT_STATES}
+    unrecorded = sorted(found.loc[found["state"] == "unrecorded", "key"])
     return AuditReport(prefix, grace_s, counts, sorted(table.loc[states == "lost", "key"]),
-                       _duplicates(lines), reasons, table)
+                       _duplicates(lines), reasons, unrecorded, table)
 
 
 def _reasons(lines: list[dict], dead: set[str]) -> dict[str, str]:

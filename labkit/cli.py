@@ -179,7 +179,7 @@ def notebooks(names: tuple[str, ...], out_dir: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_errors_to_exit
 def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
-    from labkit.audit import DEFAULT_GRACE_S, lost_message
+    from labkit.audit import CURE, DEFAULT_GRACE_S, lost_message
     from labkit.audit import audit as run_audit
     from labkit.lab import Lab
 
@@ -191,12 +191,55 @@ def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
         for state, n in report.counts.items():
             table.add_row(state, str(n))
         table.add_row("duplicates", str(len(report.duplicates)))
+        table.add_row("resized, no metrics line", str(len(report.unrecorded)))
         Console().print(table)
         for key in report.lost:
             click.echo(f"lost: {key}")
+        for key in report.unrecorded:
+            click.echo(f"unrecorded: {key} (re-record: {CURE})")
     if not report.ok:
         click.echo(f"error: {lost_message(report)}", err=True)
         sys.exit(EXIT_SERVICE)
+
+
+@main.command(help="Benchmark the pipeline against the bare resize loop, side by side in one run, on the "
+                   "running lab: bare throughput, open-loop rates, saturation. Prints the ratios and writes "
+                   "JSON and a plot to --out.")
+@click.option("--rates", default=None, help="Open-loop rates, images/s, comma-separated [default: 5,10,20,40].")
+@click.option("--images-per-rate", type=int, default=None, help="Images at each rate [default: 100].")
+@click.option("--saturation-images", type=int, default=None, help="Images of the closed-loop burst [default: 200].")
+@click.option("--concurrency", type=int, default=None, help="Uploaders of the burst [default: 16].")
+@click.option("--bare-images", type=int, default=None, help="Resizes of the bare loop [default: 300].")
+@click.option("--processes", type=int, default=None, help="Processes of the bare loop [default: one per core].")
+@click.option("--max-inflight", type=int, default=None, help="The flow's bound on events in flight [default: 8].")
+@click.option("--warmup", type=int, default=None, help="Images sent before measuring [default: 8].")
+@click.option("--seed", type=int, default=None, help="Seeds the images and arrivals [default: 0].")
+@click.option("--quick", is_flag=True, help="Tiny parameters (CI smoke run); other options override them.")
+@click.option("--out", "out_dir", default="bench/results", show_default=True, help="Directory for the JSON and PNG.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@_errors_to_exit
+def bench(rates: str | None, images_per_rate: int | None, saturation_images: int | None, concurrency: int | None,
+          bare_images: int | None, processes: int | None, max_inflight: int | None, warmup: int | None,
+          seed: int | None, quick: bool, out_dir: str, no_progress: bool) -> None:
+    import pandas as pd
+
+    from labkit.bench import BenchParams, parse_rates, ratio_table, run_bench
+    from labkit.lab import Lab
+
+    given = {"images_per_rate": images_per_rate, "saturation_images": saturation_images,
+             "saturation_concurrency": concurrency, "bare_images": bare_images, "processes": processes,
+             "max_inflight": max_inflight, "warmup_images": warmup, "seed": seed}
+    given = {k: v for k, v in given.items() if v is not None}
+    if rates is not None:
+        given["rates"] = parse_rates(rates)
+    params = BenchParams.quick(**given) if quick else BenchParams(**given)  # bad input fails before any work
+    reporter = Reporter()
+    result = run_bench(Lab.from_env(reporter=reporter), params, out_dir, reporter, progress=not no_progress)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        click.echo(result.rates.drop(columns=["images"]).to_string())
+        click.echo(ratio_table(result).to_string())
+    click.echo(f"json: {result.json_path}")
+    click.echo(f"plot: {result.plot_path}")
 
 
 if __name__ == "__main__":

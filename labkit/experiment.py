@@ -74,7 +74,8 @@ POLL_INTERVAL_S = 0.25
 PATH_SERVICES = ("storage", "kafka", "nodered", "faas", "storage-out")
 RESULT_COLUMNS = ("experiment", "policy", "fault", "repetition", "seed", "key", "status", "duplicates",
                   "duration_ms", *STAGES, "t_upload_start", "reason", "attempts", "upload_status", "reconciled",
-                  "trace_id", "t_sched_ms", "t_start_ms", "t_end_ms", "t_webhook", "duration_from_sched_ms")
+                  "trace_id", "t_sched_ms", "t_start_ms", "t_end_ms", "t_webhook", "t_done",
+                  "duration_from_sched_ms")
 
 
 # ---------------------------------------------------------------- the declaration
@@ -570,16 +571,17 @@ def _fate(upload, lines: pd.DataFrame | None, moving: bool) -> dict:
     row = {"key": upload.key, "trace_id": upload.trace_id, "upload_status": upload.status_code,
            "t_sched_ms": upload.t_sched_ms, "t_start_ms": upload.t_start_ms, "t_end_ms": upload.t_end_ms,
            "attempts": upload.attempts, "duplicates": 0, "duration_ms": np.nan, "t_webhook": np.nan,
+           "t_done": np.nan,
            "t_upload_start": _first(upload.t_upload_start, upload.t_start_ms), **dict.fromkeys(STAGES, np.nan)}
-    ok = lines[lines["outcome"] == "ok"].sort_values("t_webhook") if lines is not None else None
+    ok = lines[lines["outcome"] == "ok"].sort_values("t_done") if lines is not None else None
     failed = lines[lines["outcome"] != "ok"] if lines is not None else None
     if ok is not None and len(ok):
         line = ok.iloc[0]
         row.update({stage: line[stage] for stage in STAGES})
         row.update(status="ok", reason=None, duplicates=len(ok) - 1, duration_ms=line["duration_ms"],
-                   t_webhook=line["t_webhook"], attempts=line["attempts"],
+                   t_webhook=line["t_webhook"], t_done=line["t_done"], attempts=line["attempts"],
                    t_upload_start=_first(line["t_upload_start"], row["t_upload_start"]))
-        row["duration_from_sched_ms"] = line["t_webhook"] - upload.t_sched_ms
+        row["duration_from_sched_ms"] = line["t_done"] - upload.t_sched_ms
     elif failed is not None and len(failed):
         line = failed.iloc[-1]
         row.update({stage: line[stage] for stage in STAGES})

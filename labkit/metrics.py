@@ -23,7 +23,10 @@ STAGES = {
     "action_ms": ("t_action_start", "t_action_end"),
     "webhook_ms": ("t_action_end", "t_webhook"),
 }
-COLUMNS = ("key", "trace_id", "attempts", "outcome", *STAMPS, "duration_ms")
+# t_done: when the pipeline knew the image was done. That is t_webhook, or, when the store's
+# best-effort webhook never came and the flow found the output itself (completed_by
+# "check"), t_action_end; duration_ms = t_done - t_upload_start (t_event without an upload stamp).
+COLUMNS = ("key", "trace_id", "attempts", "outcome", *STAMPS, "t_done", "completed_by", "duration_ms")
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -49,8 +52,9 @@ def load_metrics(path: Path) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in frame:
             frame[column] = pd.NA
-    for stamp in STAMPS:
+    for stamp in (*STAMPS, "t_done"):
         frame[stamp] = pd.to_numeric(frame[stamp], errors="coerce")
+    frame["t_done"] = frame["t_done"].fillna(frame["t_webhook"])  # lines written before t_done existed
     for stage, (start, end) in STAGES.items():
         frame[stage] = frame[end] - frame[start]
     frame["duration_ms"] = pd.to_numeric(frame["duration_ms"], errors="coerce")

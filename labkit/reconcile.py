@@ -38,7 +38,10 @@ from labkit.upload import metrics_path
 DLQ_TOPIC = "dit247-dlq"
 OUTPUT_FORMAT = "JPEG"  # the flow invokes the action without a format: its default
 RECONCILE_COLUMNS = ("key", "state", "action", "key_out", "last_modified_ms")
-STATES = ("processed", "dead_lettered", "missing", "young")
+STATES = ("processed", "unrecorded", "dead_lettered", "missing", "young")
+# An output younger than this may still be getting its metrics line: the flow waits a few
+# seconds for the store's webhook, then checks the output itself (WEBHOOK_GRACE_MS).
+RECORD_GRACE_S = 15.0
 # Without a prefix or a time bound, refuse to scan more than this many source objects.
 MAX_KEYS = 10_000
 ORIGIN = "labkit-reconcile"  # marks synthetic events (principal, request id, configuration id)
@@ -50,20 +53,25 @@ def output_key(key: str) -> str:
 
 
 def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool = True, *, prefix: str = "",
-              grace_s: float = 10.0, max_keys: int = MAX_KEYS) -> pd.DataFrame:
+              grace_s: float = 10.0, max_keys: int = MAX_KEYS, record_grace_s: float = RECORD_GRACE_S
+              ) -> pd.DataFrame:
     """Compare the source bucket with the outputs and the dead letters; republish what is missing.
 
     Each source object (under ``prefix``, modified at or after ``since``) gets one state:
 
     - ``processed``: its output (the action's output-key rule) is in ``dit247c`` (two sources
       that map to one output, ``cat.png`` and ``cat.gif``, count as processed once either is);
+    - ``unrecorded``: its output is there, older than ``record_grace_s``, but no metrics line
+      names the key: the image was resized, yet the measurement lost it (the flow was
+      redeployed or restarted between the invoke and its record);
     - ``dead_lettered``: a metrics line with outcome ``error`` or a ``dit247-dlq`` record names it;
     - ``young``: modified less than ``grace_s`` ago, so it may still be on its way (left alone);
     - ``missing``: none of the above: the pipeline lost it.
 
-    A missing object is republished (action ``republished``) as a synthetic ObjectCreated
-    event on topic ``dit247``, or reported only (action ``dry_run``) when ``republish`` is
-    False. Every other state has action ``none``.
+    A missing or unrecorded object is republished (action ``republished``) as a synthetic
+    ObjectCreated event on topic ``dit247``, or reported only (action ``dry_run``) when
+    ``republish`` is False. The action is idempotent, so an unrecorded image is resized
+    again onto the same output key and then recorded. Every other state has action ``none``.
 
     Args:
         lab: The running lab.
@@ -72,6 +80,7 @@ def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool =
         prefix: Only keys starting with this (an experiment's run prefix).
         grace_s: Objects younger than this are not judged yet.
         max_keys: Refuse to scan more source objects than this.
+        record_grace_s: Outputs younger than this are not judged unrecorded yet.
 
     Returns:
         One row per source object: ``key, state, action, key_out, last_modified_ms``.
@@ -84,15 +93,19 @@ def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool =
     sources = _sources(lab, prefix, since_ms, max_keys)
     outputs = _outputs(lab, prefix)
     dead = dead_letter_keys(lab, since_ms)
+    recorded = recorded_keys(lab)
     now_ms = time.time() * 1000
     rows = []
     for key, (modified_ms, size, etag) in sources.items():
-        state = ("processed" if output_key(key) in outputs else "dead_lettered" if key in dead
+        out_ms = outputs.get(output_key(key))
+        settled = out_ms is not None and now_ms - out_ms >= max(grace_s, record_grace_s) * 1000
+        state = ("unrecorded" if settled and key not in recorded else "processed" if out_ms is not None
+                 else "dead_lettered" if key in dead
                  else "young" if now_ms - modified_ms < grace_s * 1000 else "missing")
         rows.append({"key": key, "state": state, "action": "none", "key_out": output_key(key),
                      "last_modified_ms": modified_ms, "size": size, "etag": etag})
     table = pd.DataFrame(rows, columns=[*RECONCILE_COLUMNS, "size", "etag"])
-    missing = table["state"] == "missing"
+    missing = table["state"].isin(["missing", "unrecorded"])
     if republish and missing.any():
         publish_events(lab, table[missing].itertuples())
     table.loc[missing, "action"] = "republished" if republish else "dry_run"
@@ -126,13 +139,18 @@ def _sources(lab: Lab, prefix: str, since_ms: float | None, max_keys: int) -> di
     return found
 
 
-def _outputs(lab: Lab, prefix: str) -> set[str]:
-    """Output keys in ``dit247c`` under ``prefix`` (the rule keeps a key's prefix)."""
+def _outputs(lab: Lab, prefix: str) -> dict[str, float]:
+    """Output keys in ``dit247c`` under ``prefix`` (the rule keeps a key's prefix) -> last modified ms."""
     try:
-        return {o.object_name for o in lab.s3("storage-out").list_objects(OUTPUT_BUCKET, prefix=prefix or None,
-                                                                          recursive=True)}
+        return {o.object_name: o.last_modified.timestamp() * 1000
+                for o in lab.s3("storage-out").list_objects(OUTPUT_BUCKET, prefix=prefix or None, recursive=True)}
     except (S3Error, OSError) as e:
         raise ServiceError(f"reconcile: listing {OUTPUT_BUCKET} failed: {e}. Hint: `labkit status`.") from e
+
+
+def recorded_keys(lab: Lab) -> set[str]:
+    """Source keys with at least one metrics line, whatever its outcome."""
+    return {row["key"] for row in read_lines(metrics_path(lab)) if isinstance(row.get("key"), str)}
 
 
 def dead_letter_keys(lab: Lab, since_ms: float | None = None) -> set[str]:

@@ -94,7 +94,7 @@ def test_classify_gives_every_upload_a_fate() -> None:
 
     def line(key: str, outcome: str, t_webhook: float | None = None, code: str | None = None) -> dict:
         return {"key": key, "outcome": outcome, "code": code, "attempts": 1, "t_upload_start": 1001,
-                "t_webhook": t_webhook, "duration_ms": None if t_webhook is None else t_webhook - 1001,
+                "t_webhook": t_webhook, "t_done": t_webhook, "duration_ms": None if t_webhook is None else t_webhook - 1001,
                 **dict.fromkeys(experiment.STAGES, 1.0)}
 
     load = pd.DataFrame([upload("ok"), upload("twice"), upload("bad"), upload("gone"), upload("refused", 503)])

@@ -24,6 +24,7 @@ from minio.error import S3Error
 
 from labkit import pipeline, upload
 from labkit.errors import ServiceError
+from labkit.faults import Fault, FaultInjector
 from labkit.faas.client import FaasError
 from labkit.images import bad_input_corpus, generate_pool
 from labkit.lab import Lab
@@ -129,8 +130,12 @@ def test_fifty_images_come_out_resized_with_ordered_stamps(pipe: Lab, run_id: st
         assert abs(width - want_w) <= 1 and abs(height - want_h) <= 1, (row.key, (width, height), (want_w, want_h))
         assert (row.width_out, row.height_out) == (width, height)
 
-    stamps = rows[list(STAMPS)]
-    assert stamps.notna().all().all()
+    # The store's webhook is best-effort: a record the flow completed by finding the output
+    # itself (completed_by "check") has no t_webhook, and ends at the action's end instead.
+    by_hook = rows["completed_by"] == "webhook"
+    assert by_hook.sum() >= len(rows) - 2, rows["completed_by"].value_counts().to_dict()
+    assert rows.loc[by_hook, list(STAMPS)].notna().all().all()
+    assert (rows["t_done"] == rows["t_webhook"].where(by_hook, rows["t_action_end"])).all()
     chain = ["t_upload_start", "t_uploaded", "t_event", "t_invoke_start", "t_action_start", "t_action_end"]
     for earlier, later in itertools.pairwise(chain):
         # The store publishes the event as it answers the PUT, so the event may reach Node-RED a
@@ -139,8 +144,8 @@ def test_fifty_images_come_out_resized_with_ordered_stamps(pipe: Lab, run_id: st
         bad = rows[rows[earlier] > rows[later] + slack]
         assert bad.empty, f"{earlier} > {later}: {bad[['key', earlier, later]].to_dict('records')}"
     assert (rows["t_event"] >= rows["t_upload_start"]).all()
-    assert (rows["t_webhook"] >= rows["t_action_start"]).all()
-    assert (rows["duration_ms"] == rows["t_webhook"] - rows["t_upload_start"]).all()
+    assert (rows["t_done"] >= rows["t_action_start"]).all()  # the hook may beat the PUT's reply, as the event does
+    assert (rows["duration_ms"] == rows["t_done"] - rows["t_upload_start"]).all()
     durations = rows["duration_ms"]
     print(f"\n50 images: duration_ms median {statistics.median(durations):.0f}, max {durations.max():.0f}, "
           f"attempts max {rows['attempts'].max()}")
@@ -212,6 +217,24 @@ def test_webhook_with_a_wrong_token_is_refused_and_records_nothing(pipe: Lab, ru
     assert not ((frame["key"] == key) | (frame.get("key_out", pd.Series(dtype=object)) == key)).any()
 
 
+def test_a_lost_webhook_is_made_good_by_finding_the_output(pipe: Lab, run_id: str) -> None:
+    # A blackhole on store -> webhook: the store gives up on each hook after its client
+    # timeout and drops it, as it does with a busy receiver. The flow must still complete.
+    injector = FaultInjector(pipe)
+    with injector:
+        injector.inject(Fault("timeout", "store-webhook", params={"timeout_ms": 0}))
+        sent = push_ok(pipe, generate_pool(2, seed=18), run_id)
+        rows = upload.wait_for(pipe, sent["key"], timeout_s=60)
+    assert (rows["outcome"] == "ok").all() and (rows["completed_by"] == "check").all(), rows.to_dict("records")
+    assert rows["t_webhook"].isna().all()
+    assert (rows["t_done"] == rows["t_action_end"]).all()
+    assert (rows["duration_ms"] == rows["t_done"] - rows["t_upload_start"]).all()
+    for row in rows.itertuples():
+        assert read_output(pipe, row.key_out).size == (row.width_out, row.height_out)
+    after = push_ok(pipe, generate_pool(1, seed=19), run_id)  # and the hook is back once the fault is gone
+    assert upload.wait_for(pipe, after["key"], timeout_s=30).iloc[0]["completed_by"] == "webhook"
+
+
 def test_a_slow_image_sends_exactly_one_alert(pipe: Lab, run_id: str) -> None:
     mailbox = pipe.mailbox()
     try:
@@ -250,9 +273,9 @@ def test_images_stored_directly_in_s3_flow_too(pipe: Lab, run_id: str) -> None:
     assert (rows["outcome"] == "ok").all()
     assert rows.loc[stamped, "t_upload_start"] == t_upload_start
     assert rows.loc[stamped, "trace_id"] == f"{run_id}trace".replace("/", "")
-    assert rows.loc[stamped, "duration_ms"] == rows.loc[stamped, "t_webhook"] - t_upload_start
+    assert rows.loc[stamped, "duration_ms"] == rows.loc[stamped, "t_done"] - t_upload_start
     assert pd.isna(rows.loc[bare, "t_upload_start"]) and pd.isna(rows.loc[bare, "t_uploaded"])
-    assert rows.loc[bare, "duration_ms"] == rows.loc[bare, "t_webhook"] - rows.loc[bare, "t_event"]
+    assert rows.loc[bare, "duration_ms"] == rows.loc[bare, "t_done"] - rows.loc[bare, "t_event"]
 
 
 # ---------------------------------------------------------------- failures and verify

@@ -11,6 +11,7 @@ import pytest
 from minio.error import S3Error
 
 from labkit import upload
+from labkit.audit import audit
 from labkit.experiment import drain
 from labkit.images import bad_input_corpus, generate_pool
 from labkit.lab import Lab
@@ -100,3 +101,27 @@ def test_young_objects_wait_and_old_unprocessed_ones_are_missing(pipe: Lab) -> N
     assert young[["key", "state", "action"]].to_dict("records") == [{"key": key, "state": "young", "action": "none"}]
     old = reconcile(pipe, prefix=prefix, republish=False, grace_s=0)
     assert old[["key", "state", "action"]].to_dict("records") == [{"key": key, "state": "missing", "action": "dry_run"}]
+
+
+def test_a_resized_image_with_no_metrics_line_is_reported_and_recorded_again(pipe: Lab) -> None:
+    prefix = f"rc-{uuid.uuid4().hex[:8]}/"
+    key = f"{prefix}unrecorded.jpg"
+    image = generate_pool(1, seed=41, sizes=[(800, 600)])[0]
+    # Stored with no Kafka event, then resized by calling the action directly: the output is
+    # there, yet the flow never saw the invoke, so no metrics line names the key.
+    pipe.s3("storage-out").put_object("dit247", key, io.BytesIO(image.data), len(image.data),
+                                      content_type=image.content_type)
+    with pipe.faas() as faas:
+        assert faas.invoke("resize", {"bucket": "dit247", "key": key}, result=True)["key_out"] == output_key(key)
+    assert pipe.s3("storage-out").stat_object("dit247c", output_key(key)).size > 0
+
+    report = audit(pipe, prefix=prefix, grace_s=0, record_grace_s=0)
+    assert report.counts["resized"] == 1 and report.ok  # the image is safe ...
+    assert report.unrecorded == [key]                    # ... but its measurement is missing
+    assert audit(pipe, prefix=prefix, grace_s=0).unrecorded == []  # a fresh output may still get its line
+
+    done = reconcile(pipe, prefix=prefix, grace_s=0, record_grace_s=0)
+    assert done[["key", "state", "action"]].to_dict("records") == [
+        {"key": key, "state": "unrecorded", "action": "republished"}]
+    assert upload.wait_for(pipe, [key], timeout_s=60)["outcome"].tolist() == ["ok"]
+    assert audit(pipe, prefix=prefix, grace_s=0, record_grace_s=0).unrecorded == []
