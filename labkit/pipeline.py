@@ -105,7 +105,8 @@ class RetryPolicy:
 
 
 def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int = 8,
-             retry: RetryPolicy = RetryPolicy()) -> None:
+             retry: RetryPolicy = RetryPolicy(), action_concurrency: int = ACTION_LIMITS["concurrency"],
+             consumer_concurrency: int = 1) -> None:
     """Make the pipeline run on a started lab; idempotent (run it again to change settings).
 
     Creates the buckets, deploys the ``resize`` action, deploys the flow (other
@@ -121,6 +122,9 @@ def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int =
         sla_threshold_s: Alert threshold; default ``lab.ctx.config.sla_threshold_s``.
         max_inflight: Events being processed at once (the consumer's back-pressure bound).
         retry: Retry policy of uploads and invokes.
+        action_concurrency: Activations of the action at once (its ``concurrency`` limit: warm workers).
+        consumer_concurrency: Partitions of the topic the flow's consumer handles at once (the
+            tab's env ``KAFKA_PARTITIONS_CONCURRENTLY``; matters with more than one partition).
 
     Raises:
         LabConfigError: A bad setting.
@@ -130,10 +134,13 @@ def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int =
     if threshold_s <= 0 or not 1 <= max_inflight <= 256:
         raise LabConfigError(f"need sla_threshold_s > 0 and 1 <= max_inflight <= 256, got {threshold_s}, "
                              f"{max_inflight}")
+    if not 1 <= action_concurrency <= 64 or not 1 <= consumer_concurrency <= 64:
+        raise LabConfigError(f"need 1 <= action_concurrency <= 64 and 1 <= consumer_concurrency <= 64, got "
+                             f"{action_concurrency}, {consumer_concurrency}")
     ensure_buckets(lab)
-    deploy_action(lab)
+    deploy_action(lab, concurrency=action_concurrency, prewarm=True)
     deploy_flow(lab, {"SLA_THRESHOLD_MS": round(threshold_s * 1000, 3), "MAX_INFLIGHT": max_inflight,
-                      **retry.tab_env()})
+                      "KAFKA_PARTITIONS_CONCURRENTLY": consumer_concurrency, **retry.tab_env()})
     wait_for_consumer(lab)
 
 
@@ -160,13 +167,16 @@ def ensure_buckets(lab: Lab) -> None:
                            "Hint: `labkit status`; `labkit logs storage`.") from e
 
 
-def deploy_action(lab: Lab, force: bool = False) -> dict[str, Any]:
+def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMITS["concurrency"],
+                  prewarm: bool = False) -> dict[str, Any]:
     """(Re)deploy the ``resize`` action with its S3 endpoints, credentials and allowed buckets bound.
 
     The credentials are the action's own store account (:data:`ACTION_GRANTS`), not root.
 
-    An unchanged action is left alone unless ``force`` (an update retires its warm
-    workers, so the next call is a cold start).
+    An unchanged action is left alone unless ``force``. An update retires the old warm
+    workers, so the next call is a cold start; unless ``prewarm``: its annotation has the
+    runner start ``concurrency`` workers with the code loaded at once (and keep them), so
+    no image pays a cold start. :func:`stand_up` pre-warms.
 
     Returns:
         The action's name, version and limits (never its bound parameters: they hold credentials).
@@ -180,28 +190,33 @@ def deploy_action(lab: Lab, force: bool = False) -> dict[str, Any]:
               "s3_secret_key": s.action_secret_key.get_secret_value(), "target_bucket": OUTPUT_BUCKET,
               "allowed_source_buckets": [SOURCE_BUCKET], "allowed_target_buckets": [OUTPUT_BUCKET]}
     code = ACTION_FILE.read_text()
+    limits = {**ACTION_LIMITS, "concurrency": concurrency}
     try:
         with lab.faas() as faas:
-            if force or not _action_matches(faas, code, params):
-                faas.put_action(ACTION, code, params=params, limits=ACTION_LIMITS)
+            annotations = {"prewarm": prewarm}
+            if force or not _action_matches(faas, code, params, limits, annotations):
+                faas.put_action(ACTION, code, params=params, limits=limits, annotations=annotations)
             action = faas.get_action(ACTION)
     except (FaasError, httpx.HTTPError) as e:
         raise ServiceError(f"faas refused the {ACTION} action: {e}. Hint: `labkit logs faas`.") from e
     return {k: action[k] for k in ("name", "version", "limits")}
 
 
-def _action_matches(faas: OpenWhiskClient, code: str, params: dict[str, Any]) -> bool:
-    """Whether the deployed action already has this code, these bound parameters and limits."""
+def _action_matches(faas: OpenWhiskClient, code: str, params: dict[str, Any], limits: dict[str, int],
+                    annotations: dict[str, Any]) -> bool:
+    """Whether the deployed action already has this code, bound parameters, limits and annotations."""
     try:
         action = faas.get_action(ACTION)
     except FaasError as e:
         if e.status == 404:
             return False
         raise
-    limits = action.get("limits", {})
+    deployed = action.get("limits", {})
+    noted = {a["key"]: a["value"] for a in action.get("annotations", [])}
     return (action.get("exec", {}).get("code") == code
             and {p["key"]: p["value"] for p in action.get("parameters", [])} == params
-            and all(limits.get(k) == v for k, v in ACTION_LIMITS.items()))
+            and all(deployed.get(k) == v for k, v in limits.items())
+            and all(noted.get(k, False) == v for k, v in annotations.items()))
 
 
 def pipeline_flows(tab_env: dict[str, Any]) -> list[dict]:

@@ -254,6 +254,8 @@ class FaasService:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Start the worker manager; on shutdown stop every worker."""
         await self.manager.start()
+        for action in self.actions.all():
+            self.manager.prewarm(action)
         try:
             yield
         finally:
@@ -323,6 +325,7 @@ class FaasService:
             await asyncio.to_thread(self.actions.put, record)  # code can be up to 48 MB
         if existing is not None:
             self.manager.retire(ns, name)  # the next call cold-starts with the new code
+        self.manager.prewarm(record)  # unless the action asks for warm workers
         return JSONResponse(record)
 
     async def delete_action(self, request: Request) -> Response:

@@ -1,4 +1,12 @@
-"""Warm worker pools: cold starts, per-action concurrency, global cap, idle reaping."""
+"""Warm worker pools: cold starts, per-action concurrency, global cap, idle reaping, pre-warming.
+
+An action annotated ``prewarm`` (``true`` for as many workers as its concurrency, or a
+number) gets that many workers started and initialised as soon as it is created or
+updated, and when the runner starts; the idle reaper keeps that many. Its first calls
+then find warm workers instead of paying the interpreter start and the code import.
+OpenWhisk keeps pre-started runtime containers ("stem cells") for a similar reason;
+this goes one step further and loads the action's code too.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from labkit.faas.worker import Outcome, Worker
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
+PREWARM_SLOT_WAIT_S = 10.0  # how long pre-warming waits for a free slot under the global cap
 
 
 class ShuttingDown(RuntimeError):
@@ -67,6 +76,7 @@ class ActionPool:
         self.gate = asyncio.Semaphore(concurrency)
         self.idle: list[Worker] = []
         self.retired = False
+        self.keep_warm = 0  # idle workers the reaper leaves alone (pre-warmed actions)
 
 
 def _identity(action: Mapping[str, Any]) -> tuple[str, int]:
@@ -79,6 +89,18 @@ def _fq_name(action: Mapping[str, Any]) -> str:
 
 def _wants_api_key(action: Mapping[str, Any]) -> bool:
     return bool(kv_to_dict(action.get("annotations", [])).get("provide-api-key"))
+
+
+def prewarm_count(action: Mapping[str, Any]) -> int:
+    """Workers to keep warm for ``action``: its ``prewarm`` annotation (``true`` means its
+    concurrency; a number is capped by it), else 0."""
+    value = kv_to_dict(action.get("annotations", [])).get("prewarm")
+    concurrency = int(action["limits"]["concurrency"])
+    if value is True:
+        return concurrency
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return min(int(value), concurrency)
+    return 0
 
 
 class WorkerManager:
@@ -287,6 +309,57 @@ class WorkerManager:
         self._pools[key] = pool
         return pool
 
+    def prewarm(self, action: Mapping[str, Any]) -> None:
+        """Start and initialise the workers ``action`` asks to keep warm, in the background.
+
+        Only free slots under the global cap are used (no idle worker of another action is
+        evicted for this); a worker that fails to start or load the code is dropped quietly,
+        and the action's first call then starts one the usual way (and reports the error).
+        """
+        count = prewarm_count(action)
+        if count and not self._closing:
+            pool = self._pool_for(action)
+            pool.keep_warm = count
+            missing = count - len(pool.idle)
+            for _ in range(max(0, missing)):
+                self._in_background(self._prewarm_one(pool, action))
+
+    async def _prewarm_one(self, pool: ActionPool, action: Mapping[str, Any]) -> None:
+        if not await self._reserve_free_slot(pool):
+            return
+        try:
+            worker = await self._spawn(action)
+        except ShuttingDown:
+            return
+        except Exception:
+            log.warning("could not pre-warm a worker for %s", _fq_name(action), exc_info=True)
+            return
+        limits = action["limits"]
+        try:
+            init = await worker.init(self._init_value(action), limits["timeout"] / 1000, limits["logs"] * MB)
+        except BaseException:
+            await self._discard(worker)
+            raise
+        worker.logs.take()  # nobody asked: an init's logs belong to no activation
+        loaded = init.failure is None and (init.reply or {}).get("ok") is True
+        await self._check_in(pool, worker, healthy=loaded)
+
+    async def _reserve_free_slot(self, pool: ActionPool) -> bool:
+        """Take a slot under the global cap for ``pool``, waiting a while for one (an update's
+        retired workers give theirs back as they stop); False when none came free."""
+        deadline = time.monotonic() + PREWARM_SLOT_WAIT_S
+        async with self._slots:
+            while self._live >= self._settings.max_workers:
+                left = deadline - time.monotonic()
+                if self._closing or pool.retired or left <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slots.wait(), left)
+            if self._closing or pool.retired:
+                return False
+            self._live += 1
+            return True
+
     def retire(self, namespace: str, name: str) -> None:
         """Retire an action's warm workers (after update or delete).
 
@@ -359,7 +432,11 @@ class WorkerManager:
         """Stop workers idle longer than the idle timeout (or already dead)."""
         deadline = time.monotonic() - self._settings.idle_timeout_s
         for pool in list(self._pools.values()):
-            expired = [w for w in pool.idle if not w.alive or w.last_used <= deadline]
+            dead = [w for w in pool.idle if not w.alive]
+            # oldest first; a pre-warmed action's last keep_warm workers stay
+            idle = sorted((w for w in pool.idle if w.alive), key=lambda w: w.last_used)
+            spare = idle[: max(0, len(idle) - pool.keep_warm)]
+            expired = dead + [w for w in spare if w.last_used <= deadline]
             for worker in expired:
                 pool.idle.remove(worker)
                 await self._discard(worker)

@@ -68,6 +68,10 @@ class ActionStore:
         found = [r for (ns, _), r in self._actions.items() if ns == namespace]
         return sorted(found, key=lambda r: r["updated"], reverse=True)
 
+    def all(self) -> list[Record]:
+        """Return every stored action, in every namespace."""
+        return list(self._actions.values())
+
     def put(self, record: Record) -> None:
         """Store (create or replace) an action record."""
         path = self._path(record["namespace"], record["name"])

@@ -289,13 +289,15 @@ class Worker:
         try:
             root = psutil.Process(self.pid)
             while True:
+                # Look after the first interval, not at once: most activations are over by
+                # then, and a look (a scan of /proc for children) blocks the event loop.
+                await asyncio.sleep(MEMORY_POLL_S)
                 rss = root.memory_info().rss
                 rss += sum(_rss(child) for child in root.children(recursive=True))
                 if rss > self.memory_limit_bytes:
                     self._oom = True
                     self._signal_group(signal.SIGKILL)
                     return
-                await asyncio.sleep(MEMORY_POLL_S)
         except psutil.Error:
             return  # the process ended; the reply reader sees EOF
 

@@ -378,23 +378,19 @@ def _too_large(size: int, max_bytes: int) -> ActionError:
 
 
 def fetch_source(client: Minio, bucket: str, key: str, max_bytes: int) -> Source:
-    """Stat, then download the object once; refuse it unread when it exceeds ``max_bytes``.
+    """Download the object in one GET; refuse it unread when it exceeds ``max_bytes``.
 
-    ETag and metadata come from the GET response, so they describe the bytes read.
+    The GET's ``Content-Length`` is checked before the body is read (one round trip, not a
+    stat and then a GET); ETag and metadata come from the same response, so they describe
+    the bytes read.
     """
-    try:
-        size = client.stat_object(bucket, key).size
-    except STORAGE_FAILURES as exc:
-        raise _storage_error(exc, f"stat {bucket}/{key}", "not_found") from exc
-    if size > max_bytes:
-        raise _too_large(size, max_bytes)
     try:
         response = client.get_object(bucket, key)
     except STORAGE_FAILURES as exc:
         raise _storage_error(exc, f"get {bucket}/{key}", "not_found") from exc
     try:
         length = int(response.headers.get("content-length") or 0)
-        if length > max_bytes:  # replaced by a bigger object since the stat
+        if length > max_bytes:
             raise _too_large(length, max_bytes)
         data = response.read()
         etag = (response.headers.get("etag") or "").replace('"', "")
@@ -402,9 +398,9 @@ def fetch_source(client: Minio, bucket: str, key: str, max_bytes: int) -> Source
     except STORAGE_FAILURES as exc:
         raise _storage_error(exc, f"read {bucket}/{key}") from exc
     finally:
-        response.close()
+        response.close()  # unread (too large): the connection is dropped, not drained
         response.release_conn()
-    if len(data) > max_bytes:
+    if len(data) > max_bytes:  # no or a wrong Content-Length
         raise _too_large(len(data), max_bytes)
     return Source(data, etag, metadata)
 

@@ -350,8 +350,10 @@ def test_trace_id_is_deterministic(action):
 class FakeResponse:
     def __init__(self, body: bytes, headers: dict[str, str]):
         self.body, self.headers, self.closed = body, urllib3.HTTPHeaderDict(headers), False
+        self.reads = 0
 
     def read(self) -> bytes:
+        self.reads += 1
         return self.body
 
     def close(self) -> None:
@@ -361,17 +363,12 @@ class FakeResponse:
         pass
 
 
-class FakeStat:
-    def __init__(self, size: int):
-        self.size = size
-
-
 def s3_error(code: str) -> S3Error:
     return S3Error(None, code, "message from S3", "/dit247/x", "req", "host")
 
 
 class FakeClient:
-    """Answers stat/get/put like minio, from a dict of objects."""
+    """Answers get/put like minio, from a dict of objects."""
 
     def __init__(self, objects=None, fail: Exception | None = None):
         self.objects = dict(objects or {})  # (bucket, key) -> (body, headers)
@@ -384,13 +381,11 @@ class FakeClient:
             raise s3_error("NoSuchKey")
         return self.objects[(bucket, key)]
 
-    def stat_object(self, bucket, key):
-        return FakeStat(len(self._object(bucket, key)[0]))
-
     def get_object(self, bucket, key):
         self.gets += 1
         body, headers = self._object(bucket, key)
-        return FakeResponse(body, {"content-length": str(len(body)), **headers})
+        self.response = FakeResponse(body, {"content-length": str(len(body)), **headers})
+        return self.response
 
     def put_object(self, bucket, key, data, length, content_type, metadata):
         if self.fail:
@@ -413,7 +408,8 @@ def test_fetch_refuses_too_large_objects_before_reading(action):
     client = FakeClient({("dit247", "big.jpg"): (b"x" * 101, {})})
     with pytest.raises(action.ActionError) as caught:
         action.fetch_source(client, "dit247", "big.jpg", 100)
-    assert caught.value.code == "too_large" and client.gets == 0
+    assert caught.value.code == "too_large"
+    assert client.gets == 1 and client.response.reads == 0 and client.response.closed
 
 
 @pytest.mark.parametrize(("fail", "code"), [

@@ -541,3 +541,35 @@ def test_bad_or_missing_auth_exits_2_without_printing_key(tmp_path: Path, value:
     if value is not None and ":" in value:
         secret = value.split(":", 1)[1]
         assert secret not in done.stdout + done.stderr
+
+
+# --- pre-warmed workers -------------------------------------------------------------------------
+
+
+def test_prewarm_annotation_starts_loaded_workers_and_keeps_them(runner: Any, ow: OpenWhiskClient) -> None:
+    name = unique("prewarm")
+    before = runner.worker_pids()
+    ow.put_action(name, ECHO, limits={"concurrency": 2}, annotations={"prewarm": True})
+    try:
+        eventually(lambda: len(runner.worker_pids() - before) == 2, timeout_s=20, what="two pre-warmed workers")
+        warmed = runner.worker_pids() - before
+        first = ow.invoke(name, {})
+        assert "initTime" not in notes(first)  # the code was loaded before the first call
+        assert first["response"]["result"]["pid"] in warmed
+        # the idle reaper (2 s idle timeout here) leaves a pre-warmed action's workers alone
+        with pytest.raises(AssertionError):
+            eventually(lambda: not warmed <= runner.worker_pids(), timeout_s=4, what="a pre-warmed worker reaped")
+    finally:
+        ow.delete_action(name)  # frees the module runner's slots for the other tests
+    eventually(lambda: not runner.worker_pids() & warmed, timeout_s=10, what="workers stopped with the action")
+
+
+def test_prewarmed_action_is_warm_again_after_a_runner_restart(tmp_path: Path, runner_factory: Any) -> None:
+    data = tmp_path / "faas"
+    first = runner_factory.start(data)
+    first.client().put_action("resident", ECHO, limits={"concurrency": 1}, annotations={"prewarm": 1})
+    assert runner_factory.stop(first) in (0, -signal.SIGTERM)
+    second = runner_factory.start(data, auth=first.auth)
+    eventually(lambda: len(second.worker_pids()) == 1, timeout_s=20, what="a worker started with the runner")
+    with second.client() as ow:
+        assert "initTime" not in notes(ow.invoke("resident", {}))
