@@ -405,3 +405,132 @@ def plot(result: BenchResult):
                     f"({result.data['environment']['machine']['cores']} cores)")
     figure.tight_layout()
     return figure
+
+
+# ---------------------------------------------------------------- scaling
+
+
+SWEEP_AXES = {"partitions": 1, "consumer_concurrency": 1, "max_inflight": 8, "action_concurrency": 4}
+SWEEP_COLUMNS = (*SWEEP_AXES, "images", "ok", "errors", "throughput_img_s", "p50_ms", "p95_ms", "p99_ms",
+                 "events_per_partition")
+
+
+def sweep_points(grid: dict[str, Sequence[int]]) -> list[dict[str, int]]:
+    """Every combination of ``grid``'s axes (the others at :data:`SWEEP_AXES`' values), fewest partitions first.
+
+    Raises:
+        LabConfigError: An unknown axis, or a value outside 1..64.
+    """
+    unknown = sorted(set(grid) - set(SWEEP_AXES))
+    if unknown:
+        raise LabConfigError(f"unknown sweep axes {unknown}; valid: {', '.join(SWEEP_AXES)}")
+    for axis, values in grid.items():
+        if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64 for v in values):
+            raise LabConfigError(f"{axis} needs integers in 1..64, got {list(values)!r}")
+    points = [dict(SWEEP_AXES)]
+    for axis, values in grid.items():
+        points = [{**p, axis: v} for p in points for v in values]
+    return sorted(points, key=lambda p: p["partitions"])  # partitions only ever grow
+
+
+def set_partitions(lab: Lab, count: int) -> int:
+    """Grow topic ``dit247`` to ``count`` partitions (Kafka cannot shrink a topic); the count it has now."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    from labkit.services.storage import TOPIC
+
+    admin = KafkaAdminClient(bootstrap_servers=lab.kafka_bootstrap, client_id="labkit-bench")
+    try:
+        current = len(admin.describe_topics([TOPIC])[0]["partitions"])
+        if count > current:
+            admin.create_partitions({TOPIC: NewPartitions(total_count=count)})
+            return count
+        return current
+    finally:
+        admin.close()
+
+
+def _events_per_partition(lab: Lab, before: dict[int, int]) -> dict[int, int]:
+    """Records written to each partition of the topic since ``before`` (end offsets)."""
+    after = _end_offsets(lab)
+    return {p: end - before.get(p, 0) for p, end in sorted(after.items())}
+
+
+def _end_offsets(lab: Lab) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from labkit.services.storage import TOPIC
+
+    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap, client_id="labkit-bench")
+    try:
+        partitions = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC) or ()]
+        return {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def scaling_sweep(lab: Lab, grid: dict[str, Sequence[int]], images: int = 100, concurrency: int = 16,
+                  warmup_images: int = 8, seed: int = 0, reporter: Reporter = QUIET,
+                  progress: bool = True) -> pd.DataFrame:
+    """Saturation throughput and latency for each combination of ``grid``.
+
+    Axes: ``partitions`` (of topic ``dit247``; they only grow, so a lab keeps the largest
+    count it was given), ``consumer_concurrency`` (partitions the flow's consumer hands
+    over at once), ``max_inflight`` (the flow's bound on events being invoked) and
+    ``action_concurrency`` (the action's warm workers). At each point the pipeline is
+    stood up with those settings, warmed up, then given a closed-loop burst
+    (:func:`saturation_point`). The flow is left at the last point's settings.
+
+    Returns:
+        One row per point (:data:`SWEEP_COLUMNS`); ``partitions`` is the count the topic had.
+
+    Raises:
+        LabConfigError: Bad axes or bounds.
+    """
+    _positive_int("images", images)
+    _positive_int("concurrency", concurrency, high=64)
+    points = sweep_points(grid)
+    pool = bench_images(20, seed)
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    rows = []
+    for i, point in enumerate(points):
+        label = ", ".join(f"{k}={v}" for k, v in point.items())
+        with reporter.step(f"sweep point {i + 1}/{len(points)}: {label}"):
+            rows.append(_sweep_point(lab, point, pool, images, concurrency, warmup_images,
+                                     f"sweep/{run_id}/{i:02d}/", progress))
+    return pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
+
+
+def _sweep_point(lab: Lab, point: dict[str, int], pool: Sequence[PoolImage], images: int, concurrency: int,
+                 warmup_images: int, prefix: str, progress: bool) -> dict[str, Any]:
+    partitions = set_partitions(lab, point["partitions"])
+    pipeline.stand_up(lab, max_inflight=point["max_inflight"], action_concurrency=point["action_concurrency"],
+                      consumer_concurrency=point["consumer_concurrency"])
+    warm_up(lab, pool, warmup_images, prefix + "warmup/")
+    before = _end_offsets(lab)
+    burst = saturation_point(lab, images, concurrency, pool, prefix, progress)
+    row = {**point, "partitions": partitions, **{k: burst[k] for k in ("images", "ok", "errors", "throughput_img_s",
+                                                                          "p50_ms", "p95_ms", "p99_ms")}}
+    row["events_per_partition"] = _events_per_partition(lab, before)
+    return row
+
+
+def sweep_plot(table: pd.DataFrame, varied: Sequence[str] | None = None):
+    """Throughput (left) and p50/p99 (right) for each point of a sweep, labelled by the axes that vary."""
+    import matplotlib.pyplot as plt
+
+    varied = list(varied or [a for a in SWEEP_AXES if table[a].nunique() > 1] or ["partitions"])
+    labels = table[varied].astype(str).agg(lambda r: " ".join(f"{a[0].upper()}{v}" for a, v in r.items()), axis=1)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    left.bar(labels, table["throughput_img_s"], color="tab:blue")
+    left.set(ylabel="images/s", title="Saturation throughput")
+    right.plot(labels, table["p50_ms"], "o-", label="p50")
+    right.plot(labels, table["p99_ms"], "^:", label="p99")
+    right.set(ylabel="end to end (ms)", title="Latency under the burst")
+    right.legend()
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_xlabel(" ".join(f"{a[0].upper()}={a}" for a in varied))
+    figure.tight_layout()
+    return figure

@@ -142,3 +142,18 @@ def test_labkit_notebooks_names_unknown_notebooks_and_runs_known_ones(lab, tmp_p
     assert done.returncode == 0, done.stderr
     assert "notebook 00_setup: done in" in done.stderr
     assert json.loads((tmp_path / "00_setup.json").read_text())["healthy"] is True
+
+
+def test_08_scaling_benchmarks_the_pipeline_beside_the_bare_loop_and_sweeps(lab, out_dir):
+    results, notebook = run_notebook("08_scaling", lab, out_dir, bench_rates=[5], bench_images=6,
+                                     saturation_images=8, concurrency=4, sweep_images=6, max_inflight=[2, 8],
+                                     action_concurrency=[2], partitions=[1], consumer_concurrency=[1])
+    bench = json.loads(Path(results["bench_json"]).read_text())
+    assert bench["bare"]["throughput_img_s"] > 0 and Path(results["bench_plot"]).is_file()
+    assert [r["rate_per_s"] for r in results["rates"]] == [5]
+    assert results["saturation_over_bare"] == bench["ratios"]["saturation_over_bare_throughput"] > 0
+    # one row per point of each sweep, every image through
+    assert [(p["max_inflight"], p["partitions"]) for p in results["sweep"]] == [(2, 1), (8, 1), (8, 1)]
+    assert all(p["ok"] == 6 and p["errors"] == 0 and p["throughput_img_s"] > 0 for p in results["sweep"])
+    assert Path(results["sweep_csv"]).is_file()
+    assert_no_secrets(lab, notebook)

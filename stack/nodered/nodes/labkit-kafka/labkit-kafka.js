@@ -21,6 +21,11 @@
  *   This is back-pressure only, not a delivery guarantee: offsets are committed
  *   when a record is handed to the flow (at-most-once from the flow's view).
  *
+ * Partitions at once ("partitionsConcurrently"): how many of its assigned
+ * partitions the member hands records from at the same time (kafkajs'
+ * partitionsConsumedConcurrently). Empty in the node means the flow's env
+ * KAFKA_PARTITIONS_CONCURRENTLY, else 1. The maxInFlight bound is shared by all.
+ *
  * Robustness: kafkajs retries with exponential backoff. If the consumer crashes
  * and kafkajs decides not to restart it (or connect/subscribe fails), the node
  * tears the consumer down and starts a new one with its own capped backoff.
@@ -176,6 +181,9 @@ module.exports = function (RED) {
         node.maxInFlight = Number.isFinite(mif) && mif > 0 ? mif : 0;
         const ackS = Number(config.ackTimeout);
         node.ackTimeoutMs = (Number.isFinite(ackS) && ackS > 0 ? ackS : 60) * 1000;
+        const pcc = parseInt(substituteEnv(config.partitionsConcurrently, node).trim() ||
+            substituteEnv('${KAFKA_PARTITIONS_CONCURRENTLY}', node), 10);
+        node.partitionsConcurrently = Number.isFinite(pcc) && pcc > 0 ? Math.min(pcc, 64) : 1;
 
         let closing = false;
         let consumer = null;
@@ -428,7 +436,7 @@ module.exports = function (RED) {
                     await stopConsumer(c);
                     return;
                 }
-                await c.run({ partitionsConsumedConcurrently: 1, eachMessage: eachMessage });
+                await c.run({ partitionsConsumedConcurrently: node.partitionsConcurrently, eachMessage: eachMessage });
             } catch (err) {
                 if (closing || gen !== generation) {
                     return;
