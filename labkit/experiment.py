@@ -88,7 +88,7 @@ class RetrySpec(BaseModel):
 
     policy: Literal["none", "fixed", "exponential"] = Field(
         "exponential", description="one of none, fixed (base_ms between attempts), exponential (full jitter)")
-    max_attempts: int = Field(6, ge=1, le=20, description="attempts in all, the first included: 1..20")
+    max_attempts: int = Field(10, ge=1, le=20, description="attempts in all, the first included: 1..20")
     base_ms: int = Field(200, ge=0, le=60_000, description="base delay in ms: 0..60000")
     cap_ms: int = Field(5000, ge=0, le=600_000, description="longest delay in ms: 0..600000")
     deadline_s: float = Field(30.0, gt=0, le=600, description="no attempt starts later than this: (0, 600] s")
@@ -428,9 +428,15 @@ def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, in
                 progress: bool, on_upload: OnUpload | None) -> dict:
     """One repetition: load under the fault schedule, drain, reconcile, classify."""
     seed = spec.seed + repetition
-    schedule = injector.run_schedule([f.fault() for f in spec.faults])
+    faults = [f.fault() for f in spec.faults]
+    # The load builds its image pool before it returns; the fault clock starts with its arrivals.
+    load = _start_load(lab, spec.load, seed, prefix, progress, on_upload)
     try:
-        load = _start_load(lab, spec.load, seed, prefix, progress, on_upload)
+        schedule = injector.run_schedule(faults)
+    except BaseException:
+        load.stop()
+        raise
+    try:
         try:
             table = load.wait()
         except BaseException:
@@ -446,7 +452,8 @@ def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, in
     rows, moving = drain(lab, sent, spec.drain_timeout_s, spec.settle_s)
     reconciled = None
     if spec.reconcile:
-        reconciled = reconcile(lab, republish=True, prefix=prefix, grace_s=0)
+        # The drain saw settle_s of quiet, so an output that old without a line lost its record.
+        reconciled = reconcile(lab, republish=True, prefix=prefix, grace_s=0, record_grace_s=record_grace_s(spec))
         if (reconciled["action"] == "republished").any():
             rows, moving = drain(lab, sent, spec.drain_timeout_s, spec.settle_s)
     results = classify(table, rows, moving, reconciled)
@@ -458,6 +465,11 @@ def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, in
     return {"results": results[list(RESULT_COLUMNS)], "load": table.assign(repetition=repetition),
             "reconciliation": None if reconciled is None else reconciled.assign(repetition=repetition),
             "fault_windows": windows}
+
+
+def record_grace_s(spec: ExperimentSpec) -> float:
+    """How old an output must be, after a drain, before its missing metrics line counts as lost."""
+    return spec.settle_s + 2.0
 
 
 def _start_load(lab: Lab, load: LoadSpec, seed: int, prefix: str, progress: bool,

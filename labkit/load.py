@@ -50,8 +50,8 @@ from labkit.images import PoolImage, generate_pool
 from labkit.lab import Lab
 from labkit.upload import UPLOAD_TIMEOUT_S, upload_one
 
-LOAD_COLUMNS = ("key", "trace_id", "t_sched_ms", "t_start_ms", "t_end_ms", "status_code", "attempts", "error",
-                "t_upload_start", "t_uploaded", "bytes")
+LOAD_COLUMNS = ("key", "trace_id", "t_sched_ms", "t_start_ms", "t_end_ms", "status_code", "attempts", "client_attempts",
+                "error", "t_upload_start", "t_uploaded", "bytes")
 # Hard caps, whatever the caller asks for.
 MAX_IMAGES = 100_000
 MAX_DURATION_S = 24 * 3600.0
@@ -186,6 +186,7 @@ class _Uploader:
         sent = upload_one(self.http, self.key(i), image.data, image.content_type, uuid.uuid4().hex)
         row = {"key": sent["key"], "trace_id": sent["trace_id"], "t_sched_ms": t_sched_ms, "t_start_ms": t_start,
                "t_end_ms": now_ms(), "status_code": sent["status"], "attempts": sent["attempts"],
+               "client_attempts": sent["client_attempts"],
                "error": sent["error"], "t_upload_start": sent["t_upload_start"], "t_uploaded": sent["t_uploaded"],
                "bytes": sent["bytes"]}
         self.run._end(row)

@@ -18,14 +18,15 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from types import ModuleType
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pandas as pd
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from minio.error import S3Error
 
 from labkit.errors import LabConfigError, ServiceError
@@ -33,7 +34,13 @@ from labkit.faas.client import FaasError, OpenWhiskClient
 from labkit.images import generate_pool
 from labkit.lab import Lab
 from labkit.metrics import load_metrics
-from labkit.services.storage import READ_OBJECTS, TOPIC, WRITE_OBJECTS, bucket_policy, ensure_action_account
+from labkit.services.storage import (
+    READ_OBJECTS,
+    TOPIC,
+    WRITE_OBJECTS,
+    bucket_policy,
+    ensure_action_account,
+)
 from labkit.upload import metrics_path, upload_one, wait_for
 from labkit.versions import STACK_DIR
 
@@ -84,7 +91,7 @@ class RetryPolicy:
     """
 
     policy: str = "exponential"
-    max_attempts: int = 6
+    max_attempts: int = 10
     base_ms: int = 200
     cap_ms: int = 5000
     deadline_s: float = 30.0
@@ -276,11 +283,18 @@ def wait_for_consumer(lab: Lab, timeout_s: float = CONSUMER_READY_TIMEOUT_S) -> 
 
 
 def _committed(admin: KafkaAdminClient, partition: int) -> int:
-    """The group's committed offset on ``partition`` of the topic, -1 when none."""
-    if hasattr(admin, "list_group_offsets"):  # kafka-python 3
-        offsets = admin.list_group_offsets({CONSUMER_GROUP: None}).get(CONSUMER_GROUP, {})
-    else:
-        offsets = admin.list_consumer_group_offsets(CONSUMER_GROUP)
+    """The group's committed offset on ``partition`` of the topic, -1 when none (or not known yet:
+    on a fresh broker the group coordinator takes a moment to be elected and loaded)."""
+    try:
+        if hasattr(admin, "list_group_offsets"):  # kafka-python 3
+            offsets = admin.list_group_offsets({CONSUMER_GROUP: None}).get(CONSUMER_GROUP, {})
+        else:
+            offsets = admin.list_consumer_group_offsets(CONSUMER_GROUP)
+    except KafkaError as e:
+        if e.retriable:
+            return -1
+        raise ServiceError(f"Kafka refused the offsets of group {CONSUMER_GROUP}: {e}. "
+                           "Hint: `labkit logs kafka`.") from e
     committed = offsets.get(TopicPartition(TOPIC, partition))
     return committed.offset if committed is not None else -1
 

@@ -16,7 +16,20 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from labkit.errors import LabConfigError, ServiceError
 from labkit.images import PoolImage
@@ -28,7 +41,18 @@ UPLOAD_PATH = "/upload"
 # An upload may wait out the flow's retry deadline (30 s by default) before it answers.
 UPLOAD_TIMEOUT_S = 90.0
 POLL_INTERVAL_S = 0.25
-PUSH_COLUMNS = ("key", "trace_id", "status", "attempts", "t_upload_start", "t_uploaded", "bytes", "error")
+PUSH_COLUMNS = ("key", "trace_id", "status", "attempts", "client_attempts", "t_upload_start", "t_uploaded", "bytes",
+                "error")
+# The client's own retry, for when the upload endpoint itself is unreachable (Node-RED
+# restarting): errors where the request got no answer, the connection being refused or
+# dropped. A retried upload that had in fact been stored overwrites the same key (at least
+# once). Not a read timeout: a slow endpoint is not helped by more requests.
+# 404 too: Node-RED answers before its flows have started, and then no /upload route exists yet.
+CLIENT_RETRY_ON = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+                   httpx.WriteError)
+NOT_READY_STATUSES = (404, 502)
+CLIENT_RETRY_DEADLINE_S = 45.0
+CLIENT_RETRY_MAX_WAIT_S = 3.0
 
 
 def metrics_path(lab: Lab) -> Path:
@@ -36,8 +60,21 @@ def metrics_path(lab: Lab) -> Path:
     return lab.ctx.config.data_dir / METRICS_FILE
 
 
-def upload_one(http: httpx.Client, key: str, data: bytes, content_type: str, trace_id: str | None = None) -> dict:
+class _NotReady(Exception):
+    """The endpoint answered, but as one that is still starting (:data:`NOT_READY_STATUSES`)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def upload_one(http: httpx.Client, key: str, data: bytes, content_type: str, trace_id: str | None = None,
+               retry_deadline_s: float = CLIENT_RETRY_DEADLINE_S) -> dict:
     """POST one file to ``/upload``; one row of :func:`push`'s table (never raises on HTTP errors).
+
+    The flow retries the store behind the endpoint (``attempts``); the client retries the
+    endpoint itself when it cannot be reached, with exponential backoff and full jitter
+    for up to ``retry_deadline_s`` (``client_attempts``; 0 turns that off).
 
     Args:
         http: A client whose ``base_url`` is Node-RED.
@@ -45,13 +82,25 @@ def upload_one(http: httpx.Client, key: str, data: bytes, content_type: str, tra
         data: The file.
         content_type: Its MIME type.
         trace_id: Optional; the flow generates one when omitted.
+        retry_deadline_s: How long the client keeps retrying an unreachable endpoint.
     """
     params = {"key": key, **({"trace_id": trace_id} if trace_id else {})}
     row = dict.fromkeys(PUSH_COLUMNS)
-    row.update(key=key, trace_id=trace_id, bytes=len(data))
+    row.update(key=key, trace_id=trace_id, bytes=len(data), client_attempts=0)
+    retrying = Retrying(retry=retry_if_exception_type((*CLIENT_RETRY_ON, _NotReady)),
+                        stop=stop_after_delay(retry_deadline_s),
+                        wait=wait_random_exponential(multiplier=0.2, max=CLIENT_RETRY_MAX_WAIT_S), reraise=True)
     try:
-        response = http.post(UPLOAD_PATH, params=params, content=data, headers={"Content-Type": content_type})
-    except httpx.HTTPError as e:
+        for attempt in retrying:
+            with attempt:
+                row["client_attempts"] += 1
+                response = http.post(UPLOAD_PATH, params=params, content=data,
+                                     headers={"Content-Type": content_type})
+                if response.status_code in NOT_READY_STATUSES:
+                    raise _NotReady(response)
+    except _NotReady as e:
+        response = e.response  # still not ready at the deadline: report its answer
+    except (httpx.HTTPError, RetryError) as e:
         row.update(status=None, error=f"{type(e).__name__}: {e}")
         return row
     row["status"] = response.status_code

@@ -59,11 +59,13 @@ def cases() -> tuple[list[PoolImage], dict[str, str]]:
     # the same key twice within a few ms (pushed side by side): the last write wins, both come out
     add("twice/same.jpg", good[4].data, good[4].content_type, "ok")
     add("twice/same.jpg", good[5].data, good[5].content_type, "ok")
-    # wrong content types: the action trusts the bytes, not the label. (A text/* body is decoded as
-    # UTF-8 by Node-RED's http-in before the flow sees it, so that JPEG arrives mangled: "corrupt".)
+    # wrong content types: the action trusts the bytes, not the label, and the upload endpoint
+    # keeps the bytes as sent whatever the label says (no text decoding, no JSON or form parsing).
     add("ctype/jpeg-as-png.png", good[3].data, "image/png", "ok")
     add("ctype/jpeg-as-octet.jpg", good[3].data, "application/octet-stream", "ok")
-    add("ctype/jpeg-as-text.jpg", good[3].data, "text/plain", EITHER)
+    add("ctype/jpeg-as-text.jpg", good[3].data, "text/plain", "ok")
+    add("ctype/jpeg-as-json.jpg", good[3].data, "application/json", "ok")
+    add("ctype/jpeg-as-form.jpg", good[3].data, "application/x-www-form-urlencoded", "ok")
     add("big/fifty-mb.jpg", good[3].data[:4] + bytes(FIFTY_MB), "image/jpeg", CLEAR_ERROR)  # a JPEG header, then zeros
     return batch, expect
 

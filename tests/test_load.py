@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
+import httpx
 import pytest
 
-from labkit import load
+from labkit import load, upload
 from labkit.errors import LabConfigError
 from labkit.lab import Lab
 from labkit.readiness import poll_until
@@ -29,8 +31,9 @@ def test_open_loop_arrives_at_the_rate_and_stops_at_max_images(pipe: Lab, prefix
     table = load.run_open_loop(pipe, rate, max_images=12, max_duration_s=30, seed=3, prefix=prefix, sizes=SIZES,
                                progress=False)
     assert len(table) == 12  # bounded by max_images
-    assert list(table.columns[:8]) == ["key", "trace_id", "t_sched_ms", "t_start_ms", "t_end_ms", "status_code",
-                                       "attempts", "error"]
+    assert list(table.columns[:9]) == ["key", "trace_id", "t_sched_ms", "t_start_ms", "t_end_ms", "status_code",
+                                       "attempts", "client_attempts", "error"]
+    assert (table["client_attempts"] == 1).all()  # nothing was refused: the client never retried
     assert (table["status_code"] == 200).all(), table[table["status_code"] != 200].to_dict("records")
     assert table["key"].str.startswith(prefix).all() and table["key"].is_unique
     gaps_s = table["t_sched_ms"].sort_values().diff().dropna() / 1000
@@ -97,3 +100,13 @@ def test_a_load_switch_runs_one_load_at_a_time(pipe: Lab) -> None:
     second.wait(30)
     keys = switch.results()["key"]
     assert keys.is_unique and keys.str.startswith("panel/").all()
+
+
+def test_the_client_retries_an_unreachable_endpoint_then_reports_it() -> None:
+    with socket.socket() as s:  # a port nobody listens on: each connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        row = upload.upload_one(http, "k.jpg", b"x", "image/jpeg", retry_deadline_s=1.0)
+    assert row["status"] is None and "ConnectError" in row["error"]
+    assert row["client_attempts"] > 1

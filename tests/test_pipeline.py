@@ -235,6 +235,22 @@ def test_a_lost_webhook_is_made_good_by_finding_the_output(pipe: Lab, run_id: st
     assert upload.wait_for(pipe, after["key"], timeout_s=30).iloc[0]["completed_by"] == "webhook"
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "application/x-www-form-urlencoded"])
+def test_the_upload_endpoint_keeps_the_bytes_whatever_the_content_type(pipe: Lab, run_id: str,
+                                                                      content_type: str) -> None:
+    data = generate_pool(1, seed=20)[0].data
+    key = f"{run_id}bytes/{content_type.replace('/', '-')}.jpg"
+    with httpx.Client(base_url=pipe.endpoints["nodered"], timeout=60) as http:
+        assert upload.upload_one(http, key, data, content_type)["status"] == 200
+    stored = pipe.s3().get_object("dit247", key)
+    try:
+        assert stored.read() == data
+    finally:
+        stored.close()
+        stored.release_conn()
+    assert upload.wait_for(pipe, [key], timeout_s=30).iloc[0]["outcome"] == "ok"
+
+
 def test_a_slow_image_sends_exactly_one_alert(pipe: Lab, run_id: str) -> None:
     mailbox = pipe.mailbox()
     try:

@@ -11,7 +11,11 @@ from labkit.errors import LabConfigError
 from labkit.install import InstallStep, install, require_tools, verify_cache
 from labkit.process import port_owner, terminate_process
 from labkit.progress import QUIET, Reporter
+from labkit.readiness import poll_until
 from labkit.services import SERVICE_TYPES, Service
+
+# How long a port held by a service just stopped may take to be free again.
+PORT_RELEASE_S = 5.0
 
 
 class NativeBackend(Backend):
@@ -131,8 +135,14 @@ class NativeBackend(Backend):
             return
         require_tools({"java", "node"} & {t for s in todo for t in _runtime_tools(s)}, "`labkit up`")
         verify_cache([step for s in todo if (step := s.install_step()) is not None], self.ctx.config.cache_dir)
-        busy = [f"{port} ({s.name}) is used by {owner}"
-                for s in todo for port in s.ports.values() if (owner := port_owner(port))]
+        def busy_ports() -> list[str]:
+            return [f"{port} ({s.name}) is used by {owner}"
+                    for s in todo for port in s.ports.values() if (owner := port_owner(port))]
+
+        # A service stopped a moment ago may still be letting go of its port (a restart).
+        busy = busy_ports()
+        if busy and poll_until(lambda: not busy_ports(), PORT_RELEASE_S, 0.2) == "ready":
+            busy = []
         if busy:
             raise LabConfigError(
                 f"Port in use: {'; '.join(busy)}. Fix: stop that process, or move the lab's ports "

@@ -62,7 +62,8 @@ Errors:
     ``not_an_image`` (empty, or no image signature), ``truncated`` (the image data ends
     early), ``corrupt`` (an image signature but undecodable data), ``unsupported`` (an image
     format or mode this action cannot handle, e.g. HEIC), ``storage_error`` (S3 refused or
-    was unreachable; ``s3_code`` says why when S3 answered), ``internal`` (a bug).
+    was unreachable; ``s3_code`` says why when S3 answered; ``retryable`` is true when a
+    later attempt may succeed), ``internal`` (a bug).
 """
 
 import hashlib
@@ -358,14 +359,21 @@ def client_for(endpoint: str, access_key: str, secret_key: str, region: str) -> 
 
 
 def _storage_error(exc: Exception, action: str, missing_code: str = "storage_error") -> ActionError:
-    """Map a minio/urllib3 failure to an ActionError without echoing credentials."""
+    """Map a minio/urllib3 failure to an ActionError without echoing credentials.
+
+    ``retryable`` tells the caller whether the same call may succeed later: true when the
+    store was unreachable or answered with a transient S3 error (a restarting gateway).
+    """
     if isinstance(exc, S3Error):
         code = missing_code if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject") else "storage_error"
-        return ActionError(code, f"{action}: S3 said {exc.code}: {exc.message}", s3_code=exc.code)
-    return ActionError("storage_error", f"{action}: {type(exc).__name__}: {exc}"[:500])
+        return ActionError(code, f"{action}: S3 said {exc.code}: {exc.message}", s3_code=exc.code,
+                           retryable=exc.code in TRANSIENT_S3_CODES)
+    transient = isinstance(exc, (urllib3.exceptions.HTTPError, OSError))
+    return ActionError("storage_error", f"{action}: {type(exc).__name__}: {exc}"[:500], retryable=transient)
 
 
 STORAGE_FAILURES = (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError)
+TRANSIENT_S3_CODES = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
 
 
 def _user_metadata(headers: Any) -> dict[str, str]:

@@ -116,6 +116,47 @@ function httpNodeBodyLimit(req, res, next) {
     next();
 }
 
+/**
+ * Raw bodies for the file endpoints (RAW_BODY_PATHS). The http-in node decodes a
+ * text/* body as UTF-8, and the admin app (mounted at the same root) parses JSON and
+ * form bodies first, which changes the bytes of an image sent with the wrong
+ * Content-Type. Here those routes read the body as a Buffer (after the size check, so
+ * at most MAX_BODY_BYTES) and mark it read, so that every parser after leaves it alone.
+ * It runs as both admin and http-node middleware: the admin app's parsers come first.
+ * (The node's own "do not parse the body" option reads the body before any size check,
+ * so it is not used.)
+ */
+const RAW_BODY_PATHS = new Set(['/upload']);
+
+function rawFileBody(req, res, next) {
+    if (req.method !== 'POST' || !RAW_BODY_PATHS.has(req.path) || req._body || req.readableEnded) {
+        next();
+        return;
+    }
+    httpNodeBodyLimit(req, res, () => readRawBody(req, res, next));
+}
+
+function readRawBody(req, res, next) {
+    const chunks = [];
+    let size = 0;
+    req.on('data', chunk => {
+        size += chunk.length;
+        if (size <= MAX_BODY_BYTES) {
+            chunks.push(chunk);
+        }
+    });
+    req.on('error', next);
+    req.on('end', () => {
+        if (size > MAX_BODY_BYTES) {
+            res.status(413).type('text/plain').send('Payload Too Large: limit is ' + MAX_BODY_BYTES + ' bytes');
+            return;
+        }
+        req.body = Buffer.concat(chunks, size);
+        req._body = true;
+        next();
+    });
+}
+
 module.exports = {
     // ---------------------------------------------------------------- server
     uiHost: process.env.LABKIT_NODERED_HOST || '127.0.0.1',
@@ -125,7 +166,8 @@ module.exports = {
     httpNodeRoot: '/',
     // http-in endpoints are deliberately NOT protected (no httpNodeAuth): the
     // object store's webhook cannot send credentials, flows check a secret path.
-    httpNodeMiddleware: httpNodeBodyLimit,
+    httpNodeMiddleware: [httpNodeBodyLimit, rawFileBody],
+    httpAdminMiddleware: rawFileBody,
     apiMaxLength: '5mb',
 
     // ------------------------------------------------------------ security

@@ -1,0 +1,337 @@
+"""The fault matrix: break every service and every hop during load, and show nothing is lost.
+
+Each case runs an open-loop load on the real pipeline while one thing goes wrong:
+
+- **process faults**: ``kill -9`` of one service (both store gateways, Kafka, Node-RED,
+  the FaaS runner, the mail sink), which is started again after ``down_s``. The webhook
+  endpoint is a route of Node-RED, so Node-RED's row covers it; the ``store-webhook`` hop's
+  row covers the endpoint being unreachable while Node-RED runs;
+- **network faults** on each hop through Toxiproxy: ``latency_ms`` of latency for
+  ``latency_s``, then a blackhole (a silent, open connection) for ``blackhole_s``;
+- **an ordinary restart** of the whole stack (``labkit down`` then ``up``, data kept).
+
+After the load the pipeline drains, reconciliation republishes whatever the store's
+best-effort events dropped (and re-records resized images that lost their metrics line),
+and every upload is classified (:func:`labkit.experiment.classify`). A case passes when
+nothing is ``lost`` or ``pending``. Each case also records two recovery times, both from the
+moment the fault ended (the service was healthy again, or the toxic was removed):
+
+- ``recovery_s``: until the first image uploaded after that moment was done (end to end);
+- ``backlog_s``: until the last image uploaded before that moment was done, without
+  reconciliation (images only reconciliation brought back are counted in ``reconciled``).
+
+Two scales: ``ci`` (4 images/s, every case; a few minutes) and ``full`` (10 images/s: about
+200 images per process case, 300 per network case; the figures in ``docs/reliability.md``).
+
+Example:
+    >>> matrix = run_fault_matrix(lab, "ci", "runs")       # doctest: +SKIP
+    >>> matrix.summary[["case", "lost", "recovery_s"]]      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from labkit import pipeline, report
+from labkit.errors import LabConfigError
+from labkit.experiment import (
+    RESULT_COLUMNS,
+    ExperimentSpec,
+    Prober,
+    classify,
+    drain,
+    environment,
+    load_spec,
+    record_grace_s,
+    run_experiment,
+)
+from labkit.faults import HOPS
+from labkit.lab import Lab
+from labkit.load import start_open_loop
+from labkit.reconcile import reconcile
+
+# Services killed in turn (Toxiproxy is the fault tool itself; killing it is a blackhole on every hop).
+PROCESS_TARGETS = ("storage", "storage-out", "kafka", "nodered", "faas", "mail")
+RESTART_CASE = "restart-stack"
+SUMMARY_COLUMNS = ("case", "kind", "target", "uploaded", "ok", "error", "lost", "pending", "duplicates",
+                   "reconciled", "recovery_s", "backlog_s", "fault_s", "passed")
+# How long a down-and-up of the whole stack is expected to take (the load runs past it).
+RESTART_ALLOWANCE_S = 10.0
+# Images the drain waits for once the load is over, at most (bounded, whatever the fault).
+DRAIN_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class MatrixScale:
+    """How big each case is. Times count from the load's start; the load runs ``tail_s`` past the fault."""
+
+    rate_per_s: float
+    fault_at_s: float
+    down_s: float  # a killed service stays down this long
+    latency_ms: int
+    latency_s: float
+    blackhole_s: float
+    tail_s: float
+    max_images: int  # the load's cap, whatever its duration
+
+    def duration_s(self, fault_end_s: float) -> float:
+        """How long the load of a case whose fault ends ``fault_end_s`` after its start runs."""
+        return fault_end_s + self.tail_s
+
+    def images(self, fault_end_s: float) -> int:
+        """The image cap of such a load: room for Poisson arrivals to run ahead of the mean."""
+        return min(self.max_images, math.ceil(1.5 * self.rate_per_s * self.duration_s(fault_end_s)))
+
+
+SCALES: dict[str, MatrixScale] = {
+    "ci": MatrixScale(rate_per_s=4, fault_at_s=1.0, down_s=3.0, latency_ms=2000, latency_s=3.0, blackhole_s=10.0,
+                      tail_s=3.0, max_images=120),
+    "full": MatrixScale(rate_per_s=10, fault_at_s=5.0, down_s=5.0, latency_ms=2000, latency_s=5.0, blackhole_s=10.0,
+                        tail_s=10.0, max_images=450),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the matrix: a name, what breaks, and the faults (empty for the stack restart)."""
+
+    name: str
+    kind: str  # process, network or restart
+    target: str
+    faults: list[dict] = field(default_factory=list)
+    fault_end_s: float = 0.0
+
+
+def cases(scale: MatrixScale, only: Sequence[str] | None = None) -> list[Case]:
+    """The matrix's cases at ``scale`` (all of them, or those named in ``only``).
+
+    Raises:
+        LabConfigError: ``only`` names an unknown case (the message lists them).
+    """
+    t0 = scale.fault_at_s
+    every = [Case(f"kill-{svc}", "process", svc, [{"kind": "kill", "target": svc, "at_s": t0,
+                                                    "duration_s": scale.down_s}], t0 + scale.down_s)
+             for svc in PROCESS_TARGETS]
+    black_at = t0 + scale.latency_s + 0.5  # the latency toxic is gone before the blackhole goes on
+    every += [Case(f"{hop}-latency-blackhole", "network", hop,
+                   [{"kind": "latency", "target": hop, "at_s": t0, "duration_s": scale.latency_s,
+                     "params": {"latency_ms": scale.latency_ms}},
+                    {"kind": "timeout", "target": hop, "at_s": black_at, "duration_s": scale.blackhole_s,
+                     "params": {"timeout_ms": 0}}], black_at + scale.blackhole_s)
+              for hop in HOPS]
+    every.append(Case(RESTART_CASE, "restart", "stack", [], t0 + RESTART_ALLOWANCE_S))
+    if not only:
+        return every
+    names = {c.name for c in every}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise LabConfigError(f"unknown fault-matrix case(s) {', '.join(unknown)}. Valid: {', '.join(sorted(names))}.")
+    return [c for c in every if c.name in only]
+
+
+def case_spec(case: Case, scale: MatrixScale, seed: int) -> ExperimentSpec:
+    """The experiment that runs ``case``: open-loop load, its faults, default retry, reconciliation on."""
+    return load_spec({
+        "name": f"matrix-{case.name}", "description": f"{case.kind} fault: {case.name}",
+        "load": {"kind": "open", "rate_per_s": scale.rate_per_s, "images": scale.images(case.fault_end_s),
+                 "max_duration_s": scale.duration_s(case.fault_end_s), "sizes": [[800, 600], [1280, 960]]},
+        "faults": case.faults, "fault_label": case.name, "retry": "exponential", "reconcile": True,
+        "seed": seed, "drain_timeout_s": DRAIN_TIMEOUT_S})
+
+
+@dataclass
+class MatrixRun:
+    """A finished fault matrix: one summary row per case, every image's fate, and where they were saved."""
+
+    scale: str
+    run_dir: Path
+    summary: pd.DataFrame
+    results: pd.DataFrame
+    plot: Path
+
+    @property
+    def passed(self) -> bool:
+        """Nothing lost and nothing pending, in every case."""
+        return bool(self.summary["passed"].all())
+
+
+def run_fault_matrix(lab: Lab, scale: str | MatrixScale, out_dir: str | Path, *, only: Sequence[str] | None = None,
+                     seed: int = 0, progress: bool = True,
+                     on_case: Callable[[Case, dict], None] | None = None) -> MatrixRun:
+    """Run every case of the matrix on the running lab and save ``summary.csv``, ``results.csv``,
+    ``env.json`` and ``recovery.png`` under ``out_dir/fault-matrix-<scale>-<time>/``.
+
+    Args:
+        lab: The running lab, pipeline stood up or not (each case stands it up).
+        scale: ``ci``, ``full`` or a :class:`MatrixScale`.
+        out_dir: Where the run directory goes.
+        only: Case names to run (default: all).
+        seed: Seeds the images and arrivals of the first case (each case adds its index).
+        progress: Show each load's progress bar.
+        on_case: Called with each case and its summary row as it finishes.
+
+    Raises:
+        LabConfigError: An unknown scale or case.
+        ServiceError: A service refused, or did not come back after its fault.
+    """
+    name, scale = _scale(scale)
+    chosen = cases(scale, only)
+    started = datetime.now(UTC)
+    run_dir = Path(out_dir) / f"fault-matrix-{name}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}"
+    rows, frames = [], []
+    for i, case in enumerate(chosen):
+        results, windows = _run_case(lab, case, scale, seed + i, run_dir / "parts", progress)
+        row = summarize(case, results, windows)
+        rows.append(row)
+        frames.append(results)
+        if on_case is not None:
+            on_case(case, row)
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    results = pd.concat(frames, ignore_index=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(run_dir / "summary.csv", index=False)
+    results.to_csv(run_dir / "results.csv", index=False)
+    env = environment(lab, case_spec(chosen[0], scale, seed), started, datetime.now(UTC), [])
+    env["parameters"] = {"scale": name, **scale.__dict__, "cases": [c.name for c in chosen]}
+    (run_dir / "env.json").write_text(json.dumps(report.public_env(env), indent=2, default=str) + "\n")
+    plot = recovery_plot(summary, run_dir / "recovery.png")
+    return MatrixRun(name, run_dir, summary, results, plot)
+
+
+def _scale(scale: str | MatrixScale) -> tuple[str, MatrixScale]:
+    if isinstance(scale, MatrixScale):
+        return "custom", scale
+    if scale not in SCALES:
+        raise LabConfigError(f"unknown fault-matrix scale {scale!r}. Valid: {', '.join(SCALES)}.")
+    return scale, SCALES[scale]
+
+
+def _run_case(lab: Lab, case: Case, scale: MatrixScale, seed: int, parts: Path,
+              progress: bool) -> tuple[pd.DataFrame, list[dict]]:
+    spec = case_spec(case, scale, seed)
+    if case.kind == "restart":
+        return _restart_during_load(lab, spec, scale, progress)
+    run = run_experiment(lab, spec, parts, progress=progress)
+    return run.results, run.env["fault_windows"]
+
+
+def _restart_during_load(lab: Lab, spec: ExperimentSpec, scale: MatrixScale,
+                         progress: bool) -> tuple[pd.DataFrame, list[dict]]:
+    """The whole stack goes down and comes up again (data kept) while the load runs.
+
+    The load's client keeps retrying uploads while the endpoint is unreachable
+    (:func:`labkit.upload.upload_one`); the flow's consumer resumes from its committed offset.
+    """
+    pipeline.stand_up(lab)
+    prefix = f"exp/{spec.name}/{uuid.uuid4().hex[:8]}/"
+    with Prober(lab):
+        load = start_open_loop(lab, spec.load.rate_per_s, spec.load.images, spec.load.max_duration_s,
+                               seed=spec.seed, prefix=prefix, sizes=spec.load.sizes, progress=progress)
+        t0 = time.time()
+        time.sleep(max(0.0, scale.fault_at_s - (time.time() - t0)))  # the schedule's start, not a readiness wait
+        down_ms = time.time() * 1000
+        lab.down()
+        lab.up()
+        pipeline.wait_for_consumer(lab)
+        window = {"fault": RESTART_CASE, "kind": "restart", "target": "stack", "start_ms": down_ms,
+                  "end_ms": time.time() * 1000}
+        table = load.wait()
+    sent = table.loc[table["status_code"] == 200, "key"].tolist()
+    rows, moving = drain(lab, sent, spec.drain_timeout_s, spec.settle_s)
+    reconciled = reconcile(lab, republish=True, prefix=prefix, grace_s=0, record_grace_s=record_grace_s(spec))
+    if (reconciled["action"] == "republished").any():
+        rows, moving = drain(lab, sent, spec.drain_timeout_s, spec.settle_s)
+    results = classify(table, rows, moving, reconciled)
+    for column, value in (("seed", spec.seed), ("repetition", 0), ("fault", RESTART_CASE),
+                          ("policy", spec.policy_name), ("experiment", spec.name)):
+        results.insert(0, column, value)
+    return results[list(RESULT_COLUMNS)], [window]
+
+
+def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict]) -> dict:
+    """One summary row: where the case's images went, and how long the pipeline took to recover."""
+    counts = results["status"].value_counts()
+    ends = [w["end_ms"] for w in windows if w.get("end_ms") is not None]
+    starts = [w["start_ms"] for w in windows if w.get("start_ms") is not None]
+    fault_end = max(ends) if ends else np.nan
+    ok = results[results["status"] == "ok"]
+    after = ok[ok["t_upload_start"] >= fault_end]
+    before = ok[(ok["t_upload_start"] < fault_end) & ~ok["reconciled"].astype(bool)]
+    lost, pending = int(counts.get("lost", 0)), int(counts.get("pending", 0))
+    return {"case": case.name, "kind": case.kind, "target": case.target, "uploaded": len(results),
+            "ok": int(counts.get("ok", 0)), "error": int(counts.get("error", 0)), "lost": lost, "pending": pending,
+            "duplicates": int(results["duplicates"].fillna(0).sum()), "reconciled": int(results["reconciled"].sum()),
+            "recovery_s": _seconds(after["t_done"].min() - fault_end) if len(after) else np.nan,
+            "backlog_s": _seconds(max(0.0, before["t_done"].max() - fault_end)) if len(before) else np.nan,
+            "fault_s": _seconds(fault_end - min(starts)) if starts and ends else np.nan,
+            "passed": lost == 0 and pending == 0}
+
+
+def _seconds(ms: float) -> float:
+    return round(float(ms) / 1000, 2)
+
+
+def recovery_plot(summary: pd.DataFrame, path: Path) -> Path:
+    """Horizontal bars per case: recovery and backlog times; lost images marked in red."""
+    frame = summary.iloc[::-1]
+    fig = Figure(figsize=(8, 0.42 * len(frame) + 1.4))
+    ax = fig.subplots()
+    y = np.arange(len(frame))
+    ax.barh(y + 0.2, frame["backlog_s"].fillna(0), height=0.4, color="tab:orange", label="backlog cleared (s)")
+    ax.barh(y - 0.2, frame["recovery_s"].fillna(0), height=0.4, color="tab:blue", label="first new image done (s)")
+    labels = [f"{c}  ✗ {n} lost" if n else c for c, n in zip(frame["case"], frame["lost"], strict=True)]
+    ax.set_yticks(y, labels)
+    for tick, n in zip(ax.get_yticklabels(), frame["lost"], strict=True):
+        tick.set_color("tab:red" if n else "black")
+    ax.set_xlabel("seconds after the fault ended")
+    ax.set_title("Fault matrix: time to recover, per case (nothing lost unless marked)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table, for ``docs/reliability.md``."""
+    columns = ["case", "uploaded", "ok", "error", "lost", "duplicates", "reconciled", "recovery_s", "backlog_s"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in summary[columns].itertuples(index=False):
+        lines.append("| " + " | ".join("–" if isinstance(v, float) and math.isnan(v) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+DOC_START, DOC_END = "<!-- fault-matrix results: start -->", "<!-- fault-matrix results: end -->"
+
+
+def write_doc(run: MatrixRun, path: Path) -> Path:
+    """Put ``run``'s table (and its plot, copied beside ``path``) between the markers in ``path``.
+
+    Raises:
+        LabConfigError: ``path`` exists but lacks the two markers.
+    """
+    plot = path.parent / "img" / f"fault-matrix-{run.scale}.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot.write_bytes(run.plot.read_bytes())
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"{DOC_START}\n_Scale `{run.scale}`, run {run.run_dir.name}, {when}; "
+             f"{'nothing lost' if run.passed else 'IMAGES LOST'}._\n\n{markdown_table(run.summary)}\n\n"
+             f"![recovery per case]({plot.relative_to(path.parent).as_posix()})\n{DOC_END}")
+    text = path.read_text() if path.exists() else f"# Reliability\n\n{DOC_START}\n{DOC_END}\n"
+    if DOC_START not in text or DOC_END not in text:
+        raise LabConfigError(f"{path} has no '{DOC_START}' ... '{DOC_END}' markers. Fix: add them where the "
+                             "results table should go.")
+    head, rest = text.split(DOC_START, 1)
+    path.write_text(head + block + rest.split(DOC_END, 1)[1])
+    return path
