@@ -447,29 +447,34 @@ def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, in
         schedule.wait()
     finally:
         schedule.cancel()  # a no-op once it has ended; else it clears what it injected
-    windows = schedule.windows().to_dict("records")
+    results, reconciled = settle(lab, spec, table, prefix, repetition, seed)
+    return {"results": results, "load": table.assign(repetition=repetition),
+            "reconciliation": None if reconciled is None else reconciled.assign(repetition=repetition),
+            "fault_windows": schedule.windows().to_dict("records")}
+
+
+def settle(lab: Lab, spec: ExperimentSpec, table: pd.DataFrame, prefix: str, repetition: int = 0,
+           seed: int | None = None, fault: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """After a load: drain, reconcile if ``spec`` says so (and drain again), classify every upload.
+
+    Returns:
+        The results (:data:`RESULT_COLUMNS`, grouped by ``spec`` and ``fault``, default its
+        fault's name) and what reconciliation found (None when it did not run).
+    """
     sent = table.loc[table["status_code"] == 200, "key"].tolist()
     rows, moving = drain(lab, sent, spec.drain_timeout_s, spec.settle_s)
     reconciled = None
     if spec.reconcile:
         # The drain saw settle_s of quiet, so an output that old without a line lost its record.
-        reconciled = reconcile(lab, republish=True, prefix=prefix, grace_s=0, record_grace_s=record_grace_s(spec))
+        reconciled = reconcile(lab, republish=True, prefix=prefix, grace_s=0, record_grace_s=spec.settle_s + 2.0)
         if (reconciled["action"] == "republished").any():
             rows, moving = drain(lab, sent, spec.drain_timeout_s, spec.settle_s)
     results = classify(table, rows, moving, reconciled)
-    results.insert(0, "seed", seed)
-    results.insert(0, "repetition", repetition)
-    results.insert(0, "fault", spec.fault_name)
-    results.insert(0, "policy", spec.policy_name)
-    results.insert(0, "experiment", spec.name)
-    return {"results": results[list(RESULT_COLUMNS)], "load": table.assign(repetition=repetition),
-            "reconciliation": None if reconciled is None else reconciled.assign(repetition=repetition),
-            "fault_windows": windows}
-
-
-def record_grace_s(spec: ExperimentSpec) -> float:
-    """How old an output must be, after a drain, before its missing metrics line counts as lost."""
-    return spec.settle_s + 2.0
+    for column, value in (("seed", spec.seed if seed is None else seed), ("repetition", repetition),
+                          ("fault", fault or spec.fault_name), ("policy", spec.policy_name),
+                          ("experiment", spec.name)):
+        results.insert(0, column, value)
+    return results[list(RESULT_COLUMNS)], reconciled
 
 
 def _start_load(lab: Lab, load: LoadSpec, seed: int, prefix: str, progress: bool,

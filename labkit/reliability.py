@@ -46,20 +46,16 @@ from matplotlib.figure import Figure
 from labkit import pipeline, report
 from labkit.errors import LabConfigError
 from labkit.experiment import (
-    RESULT_COLUMNS,
     ExperimentSpec,
     Prober,
-    classify,
-    drain,
     environment,
     load_spec,
-    record_grace_s,
     run_experiment,
+    settle,
 )
 from labkit.faults import HOPS
 from labkit.lab import Lab
 from labkit.load import start_open_loop
-from labkit.reconcile import reconcile
 
 # Services killed in turn (Toxiproxy is the fault tool itself; killing it is a blackhole on every hop).
 PROCESS_TARGETS = ("storage", "storage-out", "kafka", "nodered", "faas", "mail")
@@ -238,8 +234,7 @@ def _restart_during_load(lab: Lab, spec: ExperimentSpec, scale: MatrixScale,
     with Prober(lab):
         load = start_open_loop(lab, spec.load.rate_per_s, spec.load.images, spec.load.max_duration_s,
                                seed=spec.seed, prefix=prefix, sizes=spec.load.sizes, progress=progress)
-        t0 = time.time()
-        time.sleep(max(0.0, scale.fault_at_s - (time.time() - t0)))  # the schedule's start, not a readiness wait
+        time.sleep(scale.fault_at_s)  # when the restart is due: a schedule, not a readiness wait
         down_ms = time.time() * 1000
         lab.down()
         lab.up()
@@ -247,16 +242,8 @@ def _restart_during_load(lab: Lab, spec: ExperimentSpec, scale: MatrixScale,
         window = {"fault": RESTART_CASE, "kind": "restart", "target": "stack", "start_ms": down_ms,
                   "end_ms": time.time() * 1000}
         table = load.wait()
-    sent = table.loc[table["status_code"] == 200, "key"].tolist()
-    rows, moving = drain(lab, sent, spec.drain_timeout_s, spec.settle_s)
-    reconciled = reconcile(lab, republish=True, prefix=prefix, grace_s=0, record_grace_s=record_grace_s(spec))
-    if (reconciled["action"] == "republished").any():
-        rows, moving = drain(lab, sent, spec.drain_timeout_s, spec.settle_s)
-    results = classify(table, rows, moving, reconciled)
-    for column, value in (("seed", spec.seed), ("repetition", 0), ("fault", RESTART_CASE),
-                          ("policy", spec.policy_name), ("experiment", spec.name)):
-        results.insert(0, column, value)
-    return results[list(RESULT_COLUMNS)], [window]
+    results, _ = settle(lab, spec, table, prefix, fault=RESTART_CASE)
+    return results, [window]
 
 
 def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict]) -> dict:
