@@ -60,7 +60,7 @@ from labkit.load import start_open_loop
 # Services killed in turn (Toxiproxy is the fault tool itself; killing it is a blackhole on every hop).
 PROCESS_TARGETS = ("storage", "storage-out", "kafka", "nodered", "faas", "mail")
 RESTART_CASE = "restart-stack"
-SUMMARY_COLUMNS = ("case", "kind", "target", "uploaded", "ok", "error", "lost", "pending", "duplicates",
+SUMMARY_COLUMNS = ("case", "fault", "kind", "target", "uploaded", "ok", "error", "lost", "pending", "duplicates",
                    "reconciled", "recovery_s", "backlog_s", "fault_s", "passed")
 # How long a down-and-up of the whole stack is expected to take (the load runs past it).
 RESTART_ALLOWANCE_S = 10.0
@@ -107,6 +107,7 @@ class Case:
     target: str
     faults: list[dict] = field(default_factory=list)
     fault_end_s: float = 0.0
+    description: str = ""
 
 
 def cases(scale: MatrixScale, only: Sequence[str] | None = None) -> list[Case]:
@@ -117,16 +118,20 @@ def cases(scale: MatrixScale, only: Sequence[str] | None = None) -> list[Case]:
     """
     t0 = scale.fault_at_s
     every = [Case(f"kill-{svc}", "process", svc, [{"kind": "kill", "target": svc, "at_s": t0,
-                                                    "duration_s": scale.down_s}], t0 + scale.down_s)
+                                                    "duration_s": scale.down_s}], t0 + scale.down_s,
+                  f"kill -9 {svc}, started again after {scale.down_s:g} s")
              for svc in PROCESS_TARGETS]
     black_at = t0 + scale.latency_s + 0.5  # the latency toxic is gone before the blackhole goes on
     every += [Case(f"{hop}-latency-blackhole", "network", hop,
                    [{"kind": "latency", "target": hop, "at_s": t0, "duration_s": scale.latency_s,
                      "params": {"latency_ms": scale.latency_ms}},
                     {"kind": "timeout", "target": hop, "at_s": black_at, "duration_s": scale.blackhole_s,
-                     "params": {"timeout_ms": 0}}], black_at + scale.blackhole_s)
+                     "params": {"timeout_ms": 0}}], black_at + scale.blackhole_s,
+                   f"{hop}: {scale.latency_ms / 1000:g} s latency for {scale.latency_s:g} s, "
+                   f"then a {scale.blackhole_s:g} s blackhole")
               for hop in HOPS]
-    every.append(Case(RESTART_CASE, "restart", "stack", [], t0 + RESTART_ALLOWANCE_S))
+    every.append(Case(RESTART_CASE, "restart", "stack", [], t0 + RESTART_ALLOWANCE_S,
+                      "labkit down, then up (data kept)"))
     if not only:
         return every
     names = {c.name for c in every}
@@ -256,7 +261,7 @@ def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict]) -> dic
     after = ok[ok["t_upload_start"] >= fault_end]
     before = ok[(ok["t_upload_start"] < fault_end) & ~ok["reconciled"].astype(bool)]
     lost, pending = int(counts.get("lost", 0)), int(counts.get("pending", 0))
-    return {"case": case.name, "kind": case.kind, "target": case.target, "uploaded": len(results),
+    return {"case": case.name, "fault": case.description, "kind": case.kind, "target": case.target, "uploaded": len(results),
             "ok": int(counts.get("ok", 0)), "error": int(counts.get("error", 0)), "lost": lost, "pending": pending,
             "duplicates": int(results["duplicates"].fillna(0).sum()), "reconciled": int(results["reconciled"].sum()),
             "recovery_s": _seconds(after["t_done"].min() - fault_end) if len(after) else np.nan,
@@ -292,9 +297,11 @@ def recovery_plot(summary: pd.DataFrame, path: Path) -> Path:
 
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table, for ``docs/reliability.md``."""
-    columns = ["case", "uploaded", "ok", "error", "lost", "duplicates", "reconciled", "recovery_s", "backlog_s"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in summary[columns].itertuples(index=False):
+    columns = {"case": "case", "fault": "fault", "uploaded": "uploaded", "ok": "resized", "error": "dead-lettered",
+               "lost": "lost", "duplicates": "duplicates", "reconciled": "reconciled", "recovery_s": "recovery (s)",
+               "backlog_s": "backlog (s)"}
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    for row in summary[list(columns)].itertuples(index=False):
         lines.append("| " + " | ".join("–" if isinstance(v, float) and math.isnan(v) else str(v) for v in row) + " |")
     return "\n".join(lines)
 

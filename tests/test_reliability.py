@@ -71,4 +71,4 @@ def test_ci_fault_matrix_loses_nothing_and_records_recovery(lab: Lab, tmp_path: 
     doc.write_text(f"# Reliability\n\nbefore\n\n{DOC_START}\nold\n{DOC_END}\n\nafter\n")
     text = write_doc(run, doc).read_text()
     assert "before" in text and "after" in text and "old" not in text
-    assert "| kill-kafka |" in text and (doc.parent / "img" / "fault-matrix-ci.png").exists()
+    assert "| kill-kafka | kill -9 kafka, started again after 3 s |" in text and "dead-lettered" in text and (doc.parent / "img" / "fault-matrix-ci.png").exists()
