@@ -97,6 +97,15 @@ class RetrySpec(BaseModel):
         return RetryPolicy(**self.model_dump())
 
 
+def _preset(value: Any, presets: Mapping[str, Any], kind: str) -> Any:
+    """A preset's value when ``value`` names one; any other non-string as it is."""
+    if not isinstance(value, str):
+        return value
+    if value not in presets:
+        raise ValueError(f"unknown {kind} preset {value!r}; presets: {', '.join(presets)}")
+    return presets[value]
+
+
 RETRY_PRESETS: dict[str, RetrySpec] = {
     "none": RetrySpec(policy="none", max_attempts=1),
     "fixed": RetrySpec(policy="fixed", max_attempts=4, base_ms=500),
@@ -128,11 +137,7 @@ class RetryHops(BaseModel):
     @field_validator("upload", "invoke", mode="before")
     @classmethod
     def _preset(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value not in RETRY_PRESETS:
-                raise ValueError(f"unknown retry preset {value!r}; presets: {', '.join(RETRY_PRESETS)}")
-            return RETRY_PRESETS[value]
-        return value
+        return _preset(value, RETRY_PRESETS, "retry")
 
     def name(self) -> str:
         """A short label: the preset's name, the policy, or ``upload:X/invoke:Y``."""
@@ -223,11 +228,7 @@ class ExperimentSpec(BaseModel):
     @field_validator("faults", mode="before")
     @classmethod
     def _fault_preset(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value not in FAULT_PRESETS:
-                raise ValueError(f"unknown fault preset {value!r}; presets: {', '.join(FAULT_PRESETS)}")
-            return FAULT_PRESETS[value]
-        return value
+        return _preset(value, FAULT_PRESETS, "fault")
 
     @property
     def policy_name(self) -> str:

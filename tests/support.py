@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
 
 # versitygw's log line when its Kafka writer gives up on an event (the event is lost)
@@ -37,3 +38,26 @@ def read_output(lab, key_out: str, bucket: str = "dit247c") -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     return img
+
+
+def end_offsets(lab, topic: str) -> dict[TopicPartition, int]:
+    """The topic's end offset per partition: read from there to see only what comes next."""
+    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
+        return consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+
+
+def read_from(lab, offsets: dict[TopicPartition, int]) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of every record after ``offsets`` (one pass, bounded by a 2 s idle timeout)."""
+    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=2000)
+    try:
+        consumer.assign(list(offsets))
+        for tp, offset in offsets.items():
+            consumer.seek(tp, offset)
+        return [(r.key, r.value) for r in consumer]
+    finally:
+        consumer.close()

@@ -16,14 +16,14 @@ import uuid
 
 import pandas as pd
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from labkit import upload
 from labkit.audit import audit
 from labkit.images import BAD_INPUT_EXPECTED, PoolImage, bad_input_corpus, generate_pool
 from labkit.lab import Lab
 from labkit.reconcile import DLQ_TOPIC
-from tests.support import read_output
+from tests.support import end_offsets, read_from, read_output
 
 pytestmark = pytest.mark.stack
 
@@ -77,7 +77,7 @@ def run(pipe: Lab) -> dict:
     """Push the whole batch once and wait once; every test below reads the result."""
     prefix = f"bad-{uuid.uuid4().hex[:8]}/"
     batch, expect = cases()
-    dlq_from = _end_offsets(pipe)
+    dlq_from = end_offsets(pipe, DLQ_TOPIC)
     started = time.monotonic()
     sent = upload.push(pipe, batch, concurrency=8, progress=False, prefix=prefix)
     accepted = sorted(set(sent.loc[sent["status"] == 200, "key"]))
@@ -87,27 +87,10 @@ def run(pipe: Lab) -> dict:
             "dlq_from": dlq_from}
 
 
-def _end_offsets(lab: Lab) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap)
-    try:
-        partitions = [TopicPartition(DLQ_TOPIC, p) for p in consumer.partitions_for_topic(DLQ_TOPIC) or {0}]
-        return consumer.end_offsets(partitions)
-    finally:
-        consumer.close()
-
-
 def _dlq_reasons(lab: Lab, offsets: dict[TopicPartition, int]) -> dict[str, str]:
-    """key -> reason of every JSON DLQ record after ``offsets`` (one pass, 2 s idle timeout)."""
-    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=2000)
-    try:
-        consumer.assign(list(offsets))
-        for tp, offset in offsets.items():
-            consumer.seek(tp, offset)
-        records = [json.loads(r.value) for r in consumer if r.value and r.value.startswith(b"{")]
-        return {d["key"]: d.get("reason") for d in records if isinstance(d.get("key"), str)}
-    finally:
-        consumer.close()
+    """key -> reason of every JSON DLQ record after ``offsets``."""
+    records = [json.loads(v) for _, v in read_from(lab, offsets) if v and v.startswith(b"{")]
+    return {d["key"]: d.get("reason") for d in records if isinstance(d.get("key"), str)}
 
 
 def _fitted(width: int, height: int) -> tuple[int, int]:

@@ -19,18 +19,18 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from minio.error import S3Error
 
 from labkit import pipeline, upload
 from labkit.errors import ServiceError
-from labkit.faults import Fault, FaultInjector
 from labkit.faas.client import FaasError
+from labkit.faults import Fault, FaultInjector
 from labkit.images import bad_input_corpus, generate_pool
 from labkit.lab import Lab
 from labkit.metrics import STAMPS
 from labkit.services.storage import TOPIC, WEBHOOK_PATH
-from tests.support import read_output
+from tests.support import end_offsets, read_from, read_output
 
 pytestmark = pytest.mark.stack
 
@@ -69,28 +69,6 @@ def push_ok(lab: Lab, images, prefix: str) -> pd.DataFrame:
     sent = upload.push(lab, images, concurrency=4, progress=False, prefix=prefix)
     assert (sent["status"] == 200).all(), sent[sent["status"] != 200].to_dict("records")
     return sent
-
-
-def end_offsets(lab: Lab, topic: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        return consumer.end_offsets(partitions)
-    finally:
-        consumer.close()
-
-
-def read_from(lab: Lab, offsets: dict[TopicPartition, int]) -> list[tuple[bytes | None, bytes | None]]:
-    """(key, value) of every record after ``offsets`` (one pass, bounded by a 2 s idle timeout)."""
-    consumer = KafkaConsumer(bootstrap_servers=lab.kafka_bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=2000)
-    try:
-        consumer.assign(list(offsets))
-        for tp, offset in offsets.items():
-            consumer.seek(tp, offset)
-        return [(r.key, r.value) for r in consumer]
-    finally:
-        consumer.close()
 
 
 def expected_size(width: int, height: int) -> tuple[int, int]:
