@@ -92,8 +92,9 @@ def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool =
     since_ms = _epoch_ms(since)
     sources = _sources(lab, prefix, since_ms, max_keys)
     outputs = _outputs(lab, prefix)
-    dead = dead_letter_keys(lab, since_ms)
-    recorded = recorded_keys(lab)
+    lines = read_lines(metrics_path(lab))  # read once: dead letters and recorded keys both come from it
+    dead = dead_letter_keys(lab, since_ms, lines)
+    recorded = {row["key"] for row in lines if isinstance(row.get("key"), str)}
     now_ms = time.time() * 1000
     rows = []
     for key, (modified_ms, size, etag) in sources.items():
@@ -148,18 +149,14 @@ def _outputs(lab: Lab, prefix: str) -> dict[str, float]:
         raise ServiceError(f"reconcile: listing {OUTPUT_BUCKET} failed: {e}. Hint: `labkit status`.") from e
 
 
-def recorded_keys(lab: Lab) -> set[str]:
-    """Source keys with at least one metrics line, whatever its outcome."""
-    return {row["key"] for row in read_lines(metrics_path(lab)) if isinstance(row.get("key"), str)}
-
-
-def dead_letter_keys(lab: Lab, since_ms: float | None = None) -> set[str]:
+def dead_letter_keys(lab: Lab, since_ms: float | None = None, lines: list[dict] | None = None) -> set[str]:
     """Keys with a dead-letter record: metrics lines of outcome ``error`` and ``dit247-dlq`` records.
 
     (``malformed`` records name no key: a record nobody could read cannot be matched to an object.)
+    ``lines``: the metrics file's lines, when the caller has read them already.
     """
-    keys = {row["key"] for row in read_lines(metrics_path(lab))
-            if row.get("outcome") == "error" and isinstance(row.get("key"), str)}
+    lines = read_lines(metrics_path(lab)) if lines is None else lines
+    keys = {row["key"] for row in lines if row.get("outcome") == "error" and isinstance(row.get("key"), str)}
     return keys | _dlq_keys(lab.kafka_bootstrap, since_ms)
 
 

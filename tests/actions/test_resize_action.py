@@ -412,15 +412,17 @@ def test_fetch_refuses_too_large_objects_before_reading(action):
     assert client.gets == 1 and client.response.reads == 0 and client.response.closed
 
 
-@pytest.mark.parametrize(("fail", "code"), [
-    (None, "not_found"),
-    (s3_error("AccessDenied"), "storage_error"),
-    (urllib3.exceptions.MaxRetryError(None, "/", "connection refused"), "storage_error"),
+@pytest.mark.parametrize(("fail", "code", "retryable"), [
+    (None, "not_found", False),
+    (s3_error("AccessDenied"), "storage_error", False),
+    (s3_error("ServiceUnavailable"), "storage_error", True),
+    (urllib3.exceptions.MaxRetryError(None, "/", "connection refused"), "storage_error", True),
 ])
-def test_fetch_failures_are_classified(action, fail, code):
+def test_fetch_failures_are_classified(action, fail, code, retryable):
     with pytest.raises(action.ActionError) as caught:
         action.fetch_source(FakeClient(fail=fail), "dit247", "missing.jpg", 100)
     assert caught.value.code == code
+    assert caught.value.extra.get("retryable", False) is retryable  # the flow retries only these
 
 
 def test_output_metadata(action):
