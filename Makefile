@@ -12,8 +12,8 @@ DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 chromium
 
 $(BIN)/labkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --upgrade pip
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 ## setup: Python environment plus every service, built into the per-user cache
@@ -33,9 +33,11 @@ lab: setup
 	$(BIN)/labkit notebooks --out reports/notebooks
 	$(BIN)/labkit status
 
-## test: the whole test suite; it starts and stops the services it uses
+## test: the whole test suite, fast tier first (it starts nothing, so a broken unit fails in a
+## minute), then every test that needs the real services (it starts and stops its own stack)
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not stack" --durations=5
+	$(BIN)/pytest -m stack --durations=20
 
 ## down: stop the lab's services (data is kept)
 down:

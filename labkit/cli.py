@@ -223,10 +223,11 @@ def reliability(scale: str, only: tuple[str, ...], out_dir: str | None, doc: str
     lab = Lab.from_env()
 
     def say(case, row: dict) -> None:
-        verdict = "ok" if row["passed"] else "LOST"
+        verdict = "ok" if row["passed"] else "LOST" if row["lost"] or row["pending"] else "SLOW"
+        recovery = (f"recovery {row['recovery_s']} s" if row["recovered"]
+                    else f"not recovered after {row['waited_s']} s")
         click.echo(f"{case.name:32} {verdict:4}  uploaded {row['uploaded']:3}  error {row['error']}  "
-                   f"lost {row['lost']}  reconciled {row['reconciled']}  recovery {row['recovery_s']} s  "
-                   f"backlog {row['backlog_s']} s")
+                   f"lost {row['lost']}  reconciled {row['reconciled']}  {recovery}  backlog {row['backlog_s']} s")
 
     done = run_fault_matrix(lab, scale, out_dir or lab.ctx.config.data_dir / "runs", only=list(only) or None,
                             progress=not no_progress, on_case=say)
@@ -234,7 +235,8 @@ def reliability(scale: str, only: tuple[str, ...], out_dir: str | None, doc: str
     if doc:
         click.echo(f"doc: {write_doc(done, Path(doc))}")
     if not done.passed:
-        click.echo("error: some cases lost images; see summary.csv and results.csv in the run directory.", err=True)
+        click.echo("error: some cases lost images or did not recover in time; see summary.csv and results.csv in "
+                   "the run directory.", err=True)
         sys.exit(EXIT_SERVICE)
 
 

@@ -32,6 +32,34 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 
 
+# Where the kernel reads the ports it hands out to outgoing connections.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Linux's default, for systems that do not expose the file.
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
+
+
+def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's ephemeral port range (``low``, ``high``), inclusive.
+
+    A listener inside it can find its port taken by any outgoing connection, or by one
+    lingering in TIME-WAIT, so the lab keeps its ports out of it.
+    """
+    try:
+        low, high = (int(v) for v in path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+    return low, high
+
+
+def safe_offsets(ephemeral: tuple[int, int] | None = None) -> range:
+    """The offsets that keep every lab port in 1024..65535 and below the ephemeral range.
+
+    (Above it there is no room: the range ends near 61000 and the lab's ports span about 8000.)
+    """
+    low, _ = ephemeral or ephemeral_range()
+    return range(1024 - min(DEFAULT_PORTS.values()), low - max(DEFAULT_PORTS.values()))
+
+
 class LabConfig(BaseSettings):
     """Settings of one lab instance.
 
@@ -71,6 +99,14 @@ class LabConfig(BaseSettings):
         low, high = min(DEFAULT_PORTS.values()) + offset, max(DEFAULT_PORTS.values()) + offset
         if low < 1024 or high > 65535:
             raise ValueError(f"shifts ports to {low}..{high}; pick an offset that keeps them in 1024..65535")
+        eph_low, eph_high = ephemeral_range()
+        inside = sorted(p + offset for p in DEFAULT_PORTS.values() if eph_low <= p + offset <= eph_high)
+        if inside:
+            safe = safe_offsets((eph_low, eph_high))
+            raise ValueError(
+                f"puts port(s) {inside[0]}..{inside[-1]} inside the kernel's ephemeral port range "
+                f"{eph_low}-{eph_high} ({EPHEMERAL_RANGE_FILE}), where outgoing connections can take them; "
+                f"pick an offset in {safe.start}..{safe.stop - 1}, for example 10000")
         return offset
 
     def port(self, name: str) -> int:
@@ -96,6 +132,7 @@ def load_config(**overrides: object) -> LabConfig:
         return LabConfig(**overrides)
     except ValidationError as e:
         problems = "; ".join(
-            f"LABKIT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in e.errors()
+            f"LABKIT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()
         )
         raise LabConfigError(f"Invalid lab configuration: {problems}") from e

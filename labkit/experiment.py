@@ -52,12 +52,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from labkit import pipeline, report, sla
 from labkit.errors import LabConfigError
 from labkit.faults import Fault, FaultInjector, label, validate
 from labkit.lab import Lab
-from labkit.load import LoadRun, start_closed_loop, start_open_loop
+from labkit.load import LoadRun, now_ms, start_closed_loop, start_open_loop
 from labkit.metrics import STAGES, load_metrics
 from labkit.pipeline import RetryPolicy
 from labkit.reconcile import reconcile
@@ -195,6 +196,15 @@ class FaultSpec(BaseModel):
         return Fault(self.kind, self.target, self.at_s, self.duration_s, dict(self.params))
 
 
+class UntilRecovered(BaseModel):
+    """Run the load past the faults until the pipeline has recovered: measured, not a fixed window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float = Field(gt=0, le=1800, description="the longest wait after the last fault ends: (0, 1800] s")
+    tail_s: float = Field(0.0, ge=0, le=600, description="keep sending at least this long after the fault: [0, 600] s")
+
+
 FAULT_PRESETS: dict[str, list[FaultSpec]] = {
     "none": [],
     # Long enough to outlast the store's Kafka writer (10 attempts, ~7.5 s of backoff): events are dropped.
@@ -224,6 +234,9 @@ class ExperimentSpec(BaseModel):
     settle_s: float = Field(5.0, gt=0, le=120, description="quiet time after which unfinished images are lost")
     max_inflight: int = Field(8, ge=1, le=256, description="events the flow processes at once: 1..256")
     sla_threshold_s: float | None = Field(None, gt=0, description="the SLA bound in seconds (default: the lab's)")
+    until_recovered: UntilRecovered | None = Field(
+        None, description="{timeout_s: S, tail_s: T}: after the last fault ends, keep the load running until an "
+        "image sent after it has come through (and at least T s), at most S s; unset: the load runs its own course")
 
     @field_validator("faults", mode="before")
     @classmethod
@@ -406,6 +419,7 @@ def run_experiment(lab: Lab, spec: ExperimentSpec | Mapping | str | os.PathLike,
     finished = datetime.now(UTC)
     results = pd.concat([r["results"] for r in reps], ignore_index=True)
     env = environment(lab, spec, started, finished, [w for r in reps for w in r["fault_windows"]])
+    env["recovery"] = [r["recovery"] for r in reps if r["recovery"] is not None]
     run_dir = report.save_run(results, prober.table(), env, _new_dir(Path(out_dir), f"{spec.name}-{run_id}"))
     return Run(spec, run_dir, results, prober.table(), env, _concat([r["load"] for r in reps]),
                _concat([r["reconciliation"] for r in reps]))
@@ -437,8 +451,14 @@ def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, in
     except BaseException:
         load.stop()
         raise
+    recovery = None
     try:
         try:
+            if spec.until_recovered is not None:
+                schedule.wait()
+                ends = schedule.windows()["end_ms"].dropna()
+                since_ms = float(ends.max()) if len(ends) else now_ms()
+                recovery = wait_until_recovered(lab, load, since_ms, spec.until_recovered)
             table = load.wait()
         except BaseException:
             load.stop()
@@ -451,7 +471,46 @@ def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, in
     results, reconciled = settle(lab, spec, table, prefix, repetition, seed)
     return {"results": results, "load": table.assign(repetition=repetition),
             "reconciliation": None if reconciled is None else reconciled.assign(repetition=repetition),
-            "fault_windows": schedule.windows().to_dict("records")}
+            "fault_windows": schedule.windows().to_dict("records"),
+            "recovery": None if recovery is None else {**recovery, "repetition": repetition}}
+
+
+def wait_until_recovered(lab: Lab, load: LoadRun, since_ms: float, until: UntilRecovered) -> dict:
+    """Let ``load`` run until an image whose upload started at ``since_ms`` or later has come
+    through end to end (an ``ok`` metrics line) and ``until.tail_s`` have passed since
+    ``since_ms``, at most ``until.timeout_s``; then stop the load.
+
+    This measures recovery by what happened, not by a fixed window: on a busy machine a
+    service takes longer to come back, and the load simply runs longer. The wait also ends
+    when the load has ended on its own and none of its uploads since ``since_ms`` is unfinished.
+
+    Returns:
+        ``recovered`` (bool), ``waited_s`` (how long it waited), ``timeout_s``, ``since_ms``
+        and ``key`` (the first image through, None when none came).
+    """
+    started = time.monotonic()
+    first: list[str] = []
+
+    def first_through() -> str | None:
+        if first:
+            return first[0] if now_ms() >= since_ms + until.tail_s * 1000 or load.done() else None
+        sent = load.results()
+        after = set(sent.loc[(sent["t_upload_start"] >= since_ms) & (sent["status_code"] == 200), "key"])
+        if not after:
+            return "" if load.done() else None  # nothing sent since, and nothing more will be
+        lines = load_metrics(metrics_path(lab))
+        done = lines.loc[lines["key"].isin(after) & (lines["outcome"] == "ok"), "key"]
+        first.extend(done.iloc[:1])
+        return None if not first else first_through()
+
+    try:
+        Retrying(stop=stop_after_delay(until.timeout_s), wait=wait_fixed(POLL_INTERVAL_S * 2),
+                 retry=retry_if_result(lambda k: k is None))(first_through)
+    except RetryError:
+        pass
+    load.stop()
+    return {"recovered": bool(first), "waited_s": round(time.monotonic() - started, 2), "timeout_s": until.timeout_s,
+            "since_ms": since_ms, "key": first[0] if first else None}
 
 
 def settle(lab: Lab, spec: ExperimentSpec, table: pd.DataFrame, prefix: str, repetition: int = 0,

@@ -16,12 +16,15 @@ and every upload is classified (:func:`labkit.experiment.classify`). A case pass
 nothing is ``lost`` or ``pending``. Each case also records two recovery times, both from the
 moment the fault ended (the service was healthy again, or the toxic was removed):
 
-- ``recovery_s``: until the first image uploaded after that moment was done (end to end);
+- ``recovery_s``: until the first image uploaded after that moment was done (end to end).
+  The load keeps running until that happens (or the scale's ``recovery_timeout_s`` passes:
+  then the row says ``recovered`` False and ``waited_s`` how long it waited), so a slow
+  machine makes a case longer, never unmeasured;
 - ``backlog_s``: until the last image uploaded before that moment was done, without
   reconciliation (images only reconciliation brought back are counted in ``reconciled``).
 
-Two scales: ``ci`` (4 images/s, every case; a few minutes) and ``full`` (10 images/s: about
-200 images per process case, 300 per network case; the figures in ``docs/reliability.md``).
+Two scales: ``ci`` (4 images/s, every case; a few minutes) and ``full`` (10 images/s, the load
+running at least 10 s past each fault; the figures in ``docs/reliability.md``).
 
 Example:
     >>> matrix = run_fault_matrix(lab, "ci", "runs")       # doctest: +SKIP
@@ -48,10 +51,12 @@ from labkit.errors import LabConfigError
 from labkit.experiment import (
     ExperimentSpec,
     Prober,
+    UntilRecovered,
     environment,
     load_spec,
     run_experiment,
     settle,
+    wait_until_recovered,
 )
 from labkit.faults import HOPS
 from labkit.lab import Lab
@@ -61,8 +66,8 @@ from labkit.load import start_open_loop
 PROCESS_TARGETS = ("storage", "storage-out", "kafka", "nodered", "faas", "mail")
 RESTART_CASE = "restart-stack"
 SUMMARY_COLUMNS = ("case", "fault", "kind", "target", "uploaded", "ok", "error", "lost", "pending", "duplicates",
-                   "reconciled", "recovery_s", "backlog_s", "fault_s", "passed")
-# How long a down-and-up of the whole stack is expected to take (the load runs past it).
+                   "reconciled", "recovered", "recovery_s", "waited_s", "backlog_s", "fault_s", "passed")
+# How long a down-and-up of the whole stack is planned to take (the load's image cap allows for it).
 RESTART_ALLOWANCE_S = 10.0
 # Images the drain waits for once the load is over, at most (bounded, whatever the fault).
 DRAIN_TIMEOUT_S = 180.0
@@ -70,7 +75,8 @@ DRAIN_TIMEOUT_S = 180.0
 
 @dataclass(frozen=True)
 class MatrixScale:
-    """How big each case is. Times count from the load's start; the load runs ``tail_s`` past the fault."""
+    """How big each case is. Times count from the load's start. After the fault the load runs until
+    an image sent after it has come through and at least ``tail_s``, at most ``recovery_timeout_s``."""
 
     rate_per_s: float
     fault_at_s: float
@@ -79,22 +85,26 @@ class MatrixScale:
     latency_s: float
     blackhole_s: float
     tail_s: float
-    max_images: int  # the load's cap, whatever its duration
+    recovery_timeout_s: float  # the longest the load runs past the fault's end, waiting for recovery
 
     def duration_s(self, fault_end_s: float) -> float:
-        """How long the load of a case whose fault ends ``fault_end_s`` after its start runs."""
-        return fault_end_s + self.tail_s
+        """The longest the load of a case whose fault is planned to end ``fault_end_s`` after its
+        start may run (a fault that ends late, like a slow restart, shortens the wait)."""
+        return fault_end_s + self.recovery_timeout_s
 
     def images(self, fault_end_s: float) -> int:
         """The image cap of such a load: room for Poisson arrivals to run ahead of the mean."""
-        return min(self.max_images, math.ceil(1.5 * self.rate_per_s * self.duration_s(fault_end_s)))
+        return math.ceil(1.5 * self.rate_per_s * self.duration_s(fault_end_s))
+
+    def until_recovered(self) -> UntilRecovered:
+        return UntilRecovered(timeout_s=self.recovery_timeout_s, tail_s=self.tail_s)
 
 
 SCALES: dict[str, MatrixScale] = {
     "ci": MatrixScale(rate_per_s=4, fault_at_s=1.0, down_s=3.0, latency_ms=2000, latency_s=3.0, blackhole_s=10.0,
-                      tail_s=3.0, max_images=120),
+                      tail_s=0.0, recovery_timeout_s=120.0),
     "full": MatrixScale(rate_per_s=10, fault_at_s=5.0, down_s=5.0, latency_ms=2000, latency_s=5.0, blackhole_s=10.0,
-                        tail_s=10.0, max_images=450),
+                        tail_s=10.0, recovery_timeout_s=180.0),
 }
 
 
@@ -148,7 +158,7 @@ def case_spec(case: Case, scale: MatrixScale, seed: int) -> ExperimentSpec:
         "load": {"kind": "open", "rate_per_s": scale.rate_per_s, "images": scale.images(case.fault_end_s),
                  "max_duration_s": scale.duration_s(case.fault_end_s), "sizes": [[800, 600], [1280, 960]]},
         "faults": case.faults, "fault_label": case.name, "retry": "exponential", "reconcile": True,
-        "seed": seed, "drain_timeout_s": DRAIN_TIMEOUT_S})
+        "seed": seed, "drain_timeout_s": DRAIN_TIMEOUT_S, "until_recovered": scale.until_recovered().model_dump()})
 
 
 @dataclass
@@ -163,7 +173,7 @@ class MatrixRun:
 
     @property
     def passed(self) -> bool:
-        """Nothing lost and nothing pending, in every case."""
+        """Nothing lost, nothing pending, and recovered, in every case."""
         return bool(self.summary["passed"].all())
 
 
@@ -192,8 +202,8 @@ def run_fault_matrix(lab: Lab, scale: str | MatrixScale, out_dir: str | Path, *,
     run_dir = Path(out_dir) / f"fault-matrix-{name}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}"
     rows, frames = [], []
     for i, case in enumerate(chosen):
-        results, windows = _run_case(lab, case, scale, seed + i, run_dir / "parts", progress)
-        row = summarize(case, results, windows)
+        results, windows, recovery = _run_case(lab, case, scale, seed + i, run_dir / "parts", progress)
+        row = summarize(case, results, windows, recovery)
         rows.append(row)
         frames.append(results)
         if on_case is not None:
@@ -219,16 +229,16 @@ def _scale(scale: str | MatrixScale) -> tuple[str, MatrixScale]:
 
 
 def _run_case(lab: Lab, case: Case, scale: MatrixScale, seed: int, parts: Path,
-              progress: bool) -> tuple[pd.DataFrame, list[dict]]:
+              progress: bool) -> tuple[pd.DataFrame, list[dict], dict]:
     spec = case_spec(case, scale, seed)
     if case.kind == "restart":
         return _restart_during_load(lab, spec, scale, progress)
     run = run_experiment(lab, spec, parts, progress=progress)
-    return run.results, run.env["fault_windows"]
+    return run.results, run.env["fault_windows"], run.env["recovery"][0]
 
 
 def _restart_during_load(lab: Lab, spec: ExperimentSpec, scale: MatrixScale,
-                         progress: bool) -> tuple[pd.DataFrame, list[dict]]:
+                         progress: bool) -> tuple[pd.DataFrame, list[dict], dict]:
     """The whole stack goes down and comes up again (data kept) while the load runs.
 
     The load's client keeps retrying uploads while the endpoint is unreachable
@@ -246,12 +256,13 @@ def _restart_during_load(lab: Lab, spec: ExperimentSpec, scale: MatrixScale,
         pipeline.wait_for_consumer(lab)
         window = {"fault": RESTART_CASE, "kind": "restart", "target": "stack", "start_ms": down_ms,
                   "end_ms": time.time() * 1000}
+        recovery = wait_until_recovered(lab, load, window["end_ms"], scale.until_recovered())
         table = load.wait()
     results, _ = settle(lab, spec, table, prefix, fault=RESTART_CASE)
-    return results, [window]
+    return results, [window], recovery
 
 
-def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict]) -> dict:
+def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict], recovery: dict) -> dict:
     """One summary row: where the case's images went, and how long the pipeline took to recover."""
     counts = results["status"].value_counts()
     ends = [w["end_ms"] for w in windows if w.get("end_ms") is not None]
@@ -260,14 +271,23 @@ def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict]) -> dic
     ok = results[results["status"] == "ok"]
     after = ok[ok["t_upload_start"] >= fault_end]
     before = ok[(ok["t_upload_start"] < fault_end) & ~ok["reconciled"].astype(bool)]
-    lost, pending = int(counts.get("lost", 0)), int(counts.get("pending", 0))
+    lost, pending, recovered = int(counts.get("lost", 0)), int(counts.get("pending", 0)), bool(recovery["recovered"])
     return {"case": case.name, "fault": case.description, "kind": case.kind, "target": case.target, "uploaded": len(results),
             "ok": int(counts.get("ok", 0)), "error": int(counts.get("error", 0)), "lost": lost, "pending": pending,
             "duplicates": int(results["duplicates"].fillna(0).sum()), "reconciled": int(results["reconciled"].sum()),
+            "recovered": recovered, "waited_s": recovery["waited_s"],
             "recovery_s": _seconds(after["t_done"].min() - fault_end) if len(after) else np.nan,
             "backlog_s": _seconds(max(0.0, before["t_done"].max() - fault_end)) if len(before) else np.nan,
             "fault_s": _seconds(fault_end - min(starts)) if starts and ends else np.nan,
-            "passed": lost == 0 and pending == 0}
+            "passed": lost == 0 and pending == 0 and recovered}
+
+
+def case_label(row) -> str:
+    """A case's name, with what went wrong: images lost, or no recovery within the wait."""
+    marks = [f"{row.lost} lost"] if row.lost else []
+    if not row.recovered:
+        marks.append(f"not recovered in {row.waited_s:g} s")
+    return f"{row.case}  ✗ {', '.join(marks)}" if marks else row.case
 
 
 def _seconds(ms: float) -> float:
@@ -282,12 +302,12 @@ def recovery_plot(summary: pd.DataFrame, path: Path) -> Path:
     y = np.arange(len(frame))
     ax.barh(y + 0.2, frame["backlog_s"].fillna(0), height=0.4, color="tab:orange", label="backlog cleared (s)")
     ax.barh(y - 0.2, frame["recovery_s"].fillna(0), height=0.4, color="tab:blue", label="first new image done (s)")
-    labels = [f"{c}  ✗ {n} lost" if n else c for c, n in zip(frame["case"], frame["lost"], strict=True)]
+    labels = [case_label(row) for row in frame.itertuples(index=False)]
     ax.set_yticks(y, labels)
-    for tick, n in zip(ax.get_yticklabels(), frame["lost"], strict=True):
-        tick.set_color("tab:red" if n else "black")
+    for tick, row in zip(ax.get_yticklabels(), frame.itertuples(index=False), strict=True):
+        tick.set_color("black" if row.passed else "tab:red")
     ax.set_xlabel("seconds after the fault ended")
-    ax.set_title("Fault matrix: time to recover, per case (nothing lost unless marked)")
+    ax.set_title("Fault matrix: time to recover, per case (nothing lost, all recovered unless marked)")
     ax.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,8 +321,11 @@ def markdown_table(summary: pd.DataFrame) -> str:
                "lost": "lost", "duplicates": "duplicates", "reconciled": "reconciled", "recovery_s": "recovery (s)",
                "backlog_s": "backlog (s)"}
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    for row in summary[list(columns)].itertuples(index=False):
-        lines.append("| " + " | ".join("–" if isinstance(v, float) and math.isnan(v) else str(v) for v in row) + " |")
+    for full, row in zip(summary.itertuples(index=False), summary[list(columns)].itertuples(index=False), strict=True):
+        cells = ["–" if isinstance(v, float) and math.isnan(v) else str(v) for v in row]
+        if not full.recovered:
+            cells[list(columns).index("recovery_s")] = f"not recovered after {full.waited_s:g} s"
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -20,7 +20,6 @@ from labkit.images import bad_input_corpus, generate_pool
 from labkit.lab import Lab
 from labkit.readiness import poll_until
 from labkit.reconcile import reconcile
-from tests.conftest import TEST_PORT_OFFSET
 from tests.support import DROPPED
 
 pytestmark = pytest.mark.stack
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.stack
 
 def labkit_audit(lab: Lab, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LABKIT_DATA_DIR": str(lab.ctx.config.data_dir),
-           "LABKIT_PORT_OFFSET": str(TEST_PORT_OFFSET), "LABKIT_BACKEND": "native"}
+           "LABKIT_PORT_OFFSET": str(lab.ctx.config.port_offset), "LABKIT_BACKEND": "native"}
     return subprocess.run([sys.executable, "-m", "labkit.cli", "audit", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 

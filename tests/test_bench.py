@@ -49,8 +49,8 @@ def test_bench_writes_a_plot_and_a_ratio_table(result):
     (["--images-per-rate", "0"], "images_per_rate must be an integer in 1..100000"),
     (["--saturation-images", "-3"], "saturation_images must be an integer"),
 ])
-def test_cli_refuses_bad_input_with_one_clear_message(args, message, tmp_path):
-    env = {**os.environ, "LABKIT_DATA_DIR": str(tmp_path), "LABKIT_PORT_OFFSET": "13900"}
+def test_cli_refuses_bad_input_with_one_clear_message(args, message, tmp_path, ports):
+    env = {**os.environ, "LABKIT_DATA_DIR": str(tmp_path), "LABKIT_PORT_OFFSET": str(ports.offset("bench"))}
     done = subprocess.run([sys.executable, "-m", "labkit.cli", "bench", "--quick", *args, "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

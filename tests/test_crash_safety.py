@@ -27,7 +27,8 @@ from labkit.services.toxiproxy import ToxiproxyClient
 from tests.conftest import lab_processes
 from tests.test_lifecycle import LABKIT, lab_env, labkit
 
-OFFSET = 12600
+pytestmark = pytest.mark.stack  # every test runs a lab of its own
+
 
 
 def records(data_dir: Path) -> dict[str, dict]:
@@ -80,9 +81,9 @@ def start_up_and_kill_when(data_dir: Path, env: dict[str, str], pid_file: str) -
 
 
 @pytest.fixture()
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def env(tmp_path: Path, ports) -> Iterator[dict[str, str]]:
     """A lab of its own for each test; whatever a test leaves, this stops, and checks nothing is left."""
-    env = lab_env(tmp_path, OFFSET)
+    env = lab_env(tmp_path, ports.offset("crash"))
     try:
         yield env
     finally:
@@ -115,7 +116,7 @@ def test_up_killed_before_the_hops_exist_is_repaired_by_the_next_up(tmp_path: Pa
     start_up_and_kill_when(tmp_path, env, "nodered.json")
     # Which side of the race the kill landed on varies by a few ms; make it the same every run:
     # toxiproxy running with no proxies is exactly the state a kill before its on_ready leaves.
-    toxiproxy = ToxiproxyClient(f"http://127.0.0.1:{DEFAULT_PORTS['toxiproxy'] + OFFSET}")
+    toxiproxy = ToxiproxyClient(f"http://127.0.0.1:{DEFAULT_PORTS['toxiproxy'] + int(env['LABKIT_PORT_OFFSET'])}")
     assert poll_until(lambda: _answers(toxiproxy), timeout_s=10, interval_s=0.1) == "ready"
     for name in toxiproxy.proxies():
         toxiproxy.http.delete(f"/proxies/{name}")

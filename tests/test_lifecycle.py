@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 
+import pytest
+
 from labkit.config import DEFAULT_PORTS
 from labkit.lab import Lab
 from tests.conftest import lab_processes
@@ -37,8 +39,9 @@ def assert_nothing_started(data_dir: Path) -> None:
     assert not list((data_dir / "run").glob("*.json"))
 
 
-def test_cold_up_status_down_up_keeps_data(tmp_path):
-    env = lab_env(tmp_path, 11000)
+@pytest.mark.stack
+def test_cold_up_status_down_up_keeps_data(tmp_path, ports):
+    env = lab_env(tmp_path, ports.offset('cold-up'))
     started = time.monotonic()
     first = labkit("up", env=env, check=True)
     cold_s = time.monotonic() - started
@@ -51,13 +54,13 @@ def test_cold_up_status_down_up_keeps_data(tmp_path):
         assert {r["name"] for r in rows} == {"mail", "toxiproxy", "kafka", "faas", "nodered", "storage", "storage-out"}
         for row in rows:
             assert row["state"] == "up" and row["healthy"], row
-            assert row["pid"] > 0 and row["version"] and all(p > 11000 for p in row["ports"].values())
+            assert row["pid"] > 0 and row["version"] and all(p > ports.offset("cold-up") for p in row["ports"].values())
         pids = {r["name"]: r["pid"] for r in rows}
         assert "kafka" in labkit("status", env=env, check=True).stdout  # the table form
         labkit("up", env=env, check=True)  # idempotent: nothing restarted
         assert {r["name"]: r["pid"] for r in json.loads(labkit("status", "--json", env=env).stdout)} == pids
 
-        lab = Lab.from_env(data_dir=tmp_path, port_offset=11000)
+        lab = Lab.from_env(data_dir=tmp_path, port_offset=ports.offset("cold-up"))
         lab.s3().make_bucket("keep")
         lab.s3().put_object("keep", "me.txt", io.BytesIO(b"kept"), 4)
         labkit("down", env=env, check=True)
@@ -72,8 +75,9 @@ def test_cold_up_status_down_up_keeps_data(tmp_path):
     assert not (tmp_path / "s3").exists()
 
 
-def test_secrets_file_is_private_and_never_printed(tmp_path):
-    env = lab_env(tmp_path, 11500)
+@pytest.mark.stack
+def test_secrets_file_is_private_and_never_printed(tmp_path, ports):
+    env = lab_env(tmp_path, ports.offset('secrets'))
     labkit("up", env=env, check=True)
     try:
         secrets = json.loads((tmp_path / "secrets.json").read_text())
@@ -90,8 +94,8 @@ def test_secrets_file_is_private_and_never_printed(tmp_path):
         labkit("down", env=env)
 
 
-def test_unknown_service_and_backend_name_the_valid_ones(tmp_path):
-    env = lab_env(tmp_path, 12000)
+def test_unknown_service_and_backend_name_the_valid_ones(tmp_path, ports):
+    env = lab_env(tmp_path, ports.offset('errors'))
     result = labkit("stop", "kafak", env=env)
     assert result.returncode == 2
     assert "Unknown service 'kafak'" in result.stderr and "storage-out" in result.stderr
@@ -102,17 +106,17 @@ def test_unknown_service_and_backend_name_the_valid_ones(tmp_path):
     assert result.returncode == 2 and "LABKIT_PORT_OFFSET" in result.stderr
 
 
-def test_port_in_use_starts_nothing(tmp_path):
-    env = lab_env(tmp_path, 12100)
+def test_port_in_use_starts_nothing(tmp_path, ports):
+    env = lab_env(tmp_path, ports.offset('port-in-use'))
     blocker = socket.socket()
-    blocker.bind(("127.0.0.1", DEFAULT_PORTS["nodered"] + 12100))
+    blocker.bind(("127.0.0.1", DEFAULT_PORTS["nodered"] + ports.offset("port-in-use")))
     blocker.listen()
     try:
         result = labkit("up", env=env)
     finally:
         blocker.close()
     assert result.returncode == 2, result.stderr
-    assert f"{DEFAULT_PORTS['nodered'] + 12100} (nodered)" in result.stderr
+    assert f"{DEFAULT_PORTS['nodered'] + ports.offset('port-in-use')} (nodered)" in result.stderr
     assert "LABKIT_PORT_OFFSET" in result.stderr and "Traceback" not in result.stderr
     assert_nothing_started(tmp_path)
 
@@ -125,8 +129,8 @@ def _path_without(*tools: str) -> str:
     return str(keep)
 
 
-def test_missing_toolchain_is_named(tmp_path):
-    env = lab_env(tmp_path, 12200, PATH=_path_without("go", "mvn", "java", "npm", "node"),
+def test_missing_toolchain_is_named(tmp_path, ports):
+    env = lab_env(tmp_path, ports.offset('toolchain'), PATH=_path_without("go", "mvn", "java", "npm", "node"),
                   LABKIT_CACHE_DIR=str(tmp_path / "empty-cache"))
     result = labkit("install", env=env)
     assert result.returncode == 2
@@ -139,7 +143,7 @@ def test_missing_toolchain_is_named(tmp_path):
     assert_nothing_started(tmp_path)
 
 
-def test_corrupt_cache_is_detected_then_repaired(tmp_path):
+def test_corrupt_cache_is_detected_then_repaired(tmp_path, ports):
     cache = tmp_path / "cache"
     cache.mkdir()
     for entry in REAL_CACHE.iterdir():
@@ -150,7 +154,7 @@ def test_corrupt_cache_is_detected_then_repaired(tmp_path):
                 f.write(b"\0garbage\0")
         elif entry.is_dir() and entry.name != "logs":
             (cache / entry.name).symlink_to(entry)
-    env = lab_env(tmp_path / "data", 12300, LABKIT_CACHE_DIR=str(cache))
+    env = lab_env(tmp_path / "data", ports.offset('cache'), LABKIT_CACHE_DIR=str(cache))
     result = labkit("up", env=env)
     assert result.returncode == 2
     assert "corrupt" in result.stderr and "toxiproxy" in result.stderr and "labkit install" in result.stderr
@@ -166,8 +170,9 @@ def test_corrupt_cache_is_detected_then_repaired(tmp_path):
     assert all(check_entry(step, cache) is None for step in backend.install_steps())
 
 
-def test_failed_start_leaves_nothing_half_started(tmp_path):
-    env = lab_env(tmp_path, 12400, LABKIT_READY_TIMEOUT_S="0.001")
+@pytest.mark.stack
+def test_failed_start_leaves_nothing_half_started(tmp_path, ports):
+    env = lab_env(tmp_path, ports.offset('ready-timeout'), LABKIT_READY_TIMEOUT_S="0.001")
     result = labkit("up", env=env)
     assert result.returncode == 1
     assert "was not ready" in result.stderr or "exited" in result.stderr

@@ -3,6 +3,7 @@ degraded then blackholed, the whole stack restarted, each during load; nothing m
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,12 @@ from labkit.reliability import (
     PROCESS_TARGETS,
     RESTART_CASE,
     SCALES,
+    case_label,
+    case_spec,
     cases,
+    markdown_table,
     run_fault_matrix,
+    summarize,
     write_doc,
 )
 
@@ -45,22 +50,58 @@ def test_an_unknown_case_is_one_clear_error() -> None:
     assert cli.returncode == 2 and "kill-everything" in cli.stderr and "Traceback" not in cli.stderr
 
 
+def failing_rows(summary: pd.DataFrame, holds: pd.Series, what: str) -> str:
+    """An assertion message naming every case where ``holds`` is false, with its row."""
+    bad = summary.loc[~holds.astype(bool)]
+    return f"{what} fails for {', '.join(bad.index)}:\n{bad.to_string()}"
+
+
+def test_a_case_that_did_not_recover_says_how_long_it_waited() -> None:
+    case = next(c for c in cases(SCALES["ci"]) if c.name == "kill-kafka")
+    results = pd.DataFrame({"status": ["ok", "ok"], "t_upload_start": [1000.0, 9000.0], "t_done": [2000.0, 9500.0],
+                            "duplicates": [0, 0], "reconciled": [False, False]})
+    window = [{"start_ms": 500.0, "end_ms": 9800.0}]
+    stuck = summarize(case, results, window, {"recovered": False, "waited_s": 120.0})
+    assert not stuck["recovered"] and not stuck["passed"] and stuck["waited_s"] == 120.0
+    assert math.isnan(stuck["recovery_s"])
+    fine = summarize(case, results, [{"start_ms": 500.0, "end_ms": 8000.0}], {"recovered": True, "waited_s": 2.5})
+    assert fine["passed"] and fine["recovery_s"] == 1.5
+    summary = pd.DataFrame([stuck, fine])
+    table = markdown_table(summary)
+    assert "| not recovered after 120 s |" in table and "| 1.5 |" in table
+    assert [case_label(r) for r in summary.itertuples(index=False)] == ["kill-kafka  ✗ not recovered in 120 s",
+                                                                          "kill-kafka"]
+
+
+def test_the_ci_scale_waits_for_recovery_rather_than_a_fixed_window() -> None:
+    spec = case_spec(next(c for c in cases(SCALES["ci"]) if c.kind == "process"), SCALES["ci"], seed=0)
+    assert spec.until_recovered is not None and spec.until_recovered.timeout_s >= 60
+    # the load may run as long as the wait, and has images for it
+    assert spec.load.max_duration_s >= spec.until_recovered.timeout_s
+    assert spec.load.images >= spec.load.rate_per_s * spec.load.max_duration_s
+
+
 @pytest.mark.stack
 def test_ci_fault_matrix_loses_nothing_and_records_recovery(lab: Lab, tmp_path: Path) -> None:
     seen: list[str] = []
     run = run_fault_matrix(lab, "ci", tmp_path, progress=False, on_case=lambda case, row: seen.append(case.name))
     summary = run.summary.set_index("case")
-    print("\n" + summary[["uploaded", "ok", "error", "lost", "reconciled", "recovery_s", "backlog_s"]].to_string())
+    print("\n" + summary[["uploaded", "ok", "error", "lost", "reconciled", "recovered", "recovery_s", "waited_s",
+                          "backlog_s"]].to_string())
 
     assert seen == [c.name for c in cases(SCALES["ci"])]
-    assert (summary["lost"] == 0).all() and (summary["pending"] == 0).all(), summary.to_dict("index")
-    assert run.passed
-    assert (summary["uploaded"] == summary["ok"] + summary["error"]).all()
+    assert (summary["lost"] == 0).all(), failing_rows(summary, summary["lost"] == 0, "nothing lost")
+    assert (summary["pending"] == 0).all(), failing_rows(summary, summary["pending"] == 0, "nothing pending")
+    accounted = summary["uploaded"] == summary["ok"] + summary["error"]
+    assert accounted.all(), failing_rows(summary, accounted, "every upload resized or dead-lettered")
     # Transient faults are retried or reconciled, never dead-lettered.
-    assert (summary["error"] == 0).all(), run.results.loc[run.results["status"] == "error", ["key", "reason"]]
+    assert (summary["error"] == 0).all(), run.results.loc[run.results["status"] == "error", ["fault", "key", "reason"]]
     # Every case measured its recovery: an image sent after the fault ended came through.
-    assert summary["recovery_s"].notna().all() and (summary["recovery_s"] > 0).all()
-    assert (summary["fault_s"] > 0).all()
+    assert summary["recovered"].all(), failing_rows(summary, summary["recovered"], "recovery within the wait")
+    measured = summary["recovery_s"].notna() & (summary["recovery_s"] > 0)
+    assert measured.all(), failing_rows(summary, measured, "a measured recovery time")
+    assert (summary["fault_s"] > 0).all(), failing_rows(summary, summary["fault_s"] > 0, "a fault window")
+    assert run.passed
 
     saved = pd.read_csv(run.run_dir / "summary.csv")
     assert list(saved["case"]) == list(summary.index)
@@ -71,4 +112,5 @@ def test_ci_fault_matrix_loses_nothing_and_records_recovery(lab: Lab, tmp_path: 
     doc.write_text(f"# Reliability\n\nbefore\n\n{DOC_START}\nold\n{DOC_END}\n\nafter\n")
     text = write_doc(run, doc).read_text()
     assert "before" in text and "after" in text and "old" not in text
-    assert "| kill-kafka | kill -9 kafka, started again after 3 s |" in text and "dead-lettered" in text and (doc.parent / "img" / "fault-matrix-ci.png").exists()
+    assert "| kill-kafka | kill -9 kafka, started again after 3 s |" in text and "dead-lettered" in text
+    assert (doc.parent / "img" / "fault-matrix-ci.png").exists()

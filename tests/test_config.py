@@ -1,0 +1,104 @@
+"""The lab's ports: inside 1024..65535, outside the kernel's ephemeral range, and the test
+suite's own slots, which let two checkouts run their tests at once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit.config import DEFAULT_PORTS, ephemeral_range, load_config, safe_offsets
+from labkit.errors import LabConfigError
+from tests import guard
+from tests.ports import LABS, claimed_plan, port_distances, slots
+
+
+def test_the_ephemeral_range_is_read_from_the_kernel(tmp_path: Path) -> None:
+    fake = tmp_path / "range"
+    fake.write_text("20000\t40000\n")
+    assert ephemeral_range(fake) == (20000, 40000)
+    assert ephemeral_range(tmp_path / "missing") == (32768, 60999)
+    assert safe_offsets((20000, 40000)).stop - 1 + max(DEFAULT_PORTS.values()) == 19999
+
+
+def test_an_offset_into_the_ephemeral_range_is_refused_with_the_range_and_a_safe_offset() -> None:
+    low, high = ephemeral_range()
+    offset = low - min(DEFAULT_PORTS.values())  # the lowest port lands on the range's first
+    with pytest.raises(LabConfigError) as refused:
+        load_config(port_offset=offset)
+    message = str(refused.value)
+    assert f"{low}-{high}" in message and "ip_local_port_range" in message and "for example 10000" in message
+    assert "\n" not in message
+    safe = safe_offsets()
+    assert load_config(port_offset=safe.stop - 1).port_offset == safe.stop - 1
+    with pytest.raises(LabConfigError):
+        load_config(port_offset=safe.stop)
+
+
+def test_labkit_up_with_offset_30000_exits_2_in_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "LABKIT_DATA_DIR": str(tmp_path / "lab"), "LABKIT_PORT_OFFSET": "30000"}
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "up"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    low, high = ephemeral_range()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and f"ephemeral port range {low}-{high}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "lab" / "run").exists() or not list((tmp_path / "lab" / "run").iterdir())
+
+
+def test_no_two_test_labs_of_any_slots_share_a_port() -> None:
+    every = [offset for slot in slots() for offset in slot]
+    assert len(slots()) >= 4 and all(len(slot) == len(LABS) for slot in slots())
+    assert len(set(every)) == len(every)
+    distances = port_distances()
+    assert not [(a, b) for a in every for b in every if a < b and b - a in distances]
+    ports = [p + offset for offset in every for p in DEFAULT_PORTS.values()]
+    assert len(set(ports)) == len(ports) and max(ports) < ephemeral_range()[0]
+
+
+def test_two_sessions_claim_different_slots_and_release_them() -> None:
+    with claimed_plan() as first, claimed_plan() as second:
+        assert first.slot != second.slot
+        taken = first.slot
+    with claimed_plan() as again:
+        assert again.slot == taken  # released at the end of the block
+
+
+def test_a_slot_with_a_busy_port_is_skipped() -> None:
+    with claimed_plan() as probe:
+        slot = probe.slot
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", slot[0] + DEFAULT_PORTS["nodered"]))
+    blocker.listen()
+    try:
+        with claimed_plan() as plan:
+            assert plan.slot != slot
+    finally:
+        blocker.close()
+
+
+def test_a_pinned_offset_must_start_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_TEST_PORT_OFFSET", "10001")
+    with pytest.raises(LabConfigError, match="does not start a test slot"), claimed_plan():
+        pass
+    monkeypatch.setenv("LABKIT_TEST_PORT_OFFSET", str(slots()[-1][0]))
+    with claimed_plan() as plan:
+        assert plan.slot == slots()[-1]
+
+
+def test_the_unit_tier_guard_sees_a_listener_of_this_process(tmp_path: Path) -> None:
+    before = guard.listening_inodes()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    try:
+        new = guard.listening_inodes() - before
+        found = guard.owners(new, tmp_path)
+        assert any(f"on port {server.getsockname()[1]}" in line for line in found), found
+    finally:
+        server.close()
+    assert not guard.listening_inodes() - before
