@@ -155,6 +155,36 @@ def run(spec: str, out_dir: str | None, with_report: bool, reports_dir: str) -> 
             click.echo(f"{kind}: {path}")
 
 
+@main.command(help="Send images through the running pipeline at a steady rate (Poisson arrivals), as background "
+                   "load for an experiment or a demonstration. Ctrl-C stops it; it prints what came back.")
+@click.option("--rate", "rate_per_s", type=float, default=2.0, show_default=True, help="Images per second.")
+@click.option("--duration", "duration_s", type=float, default=60.0, show_default=True, help="Seconds to run.")
+@click.option("--images", type=int, default=None, help="Most images to send [default: 2 x rate x duration].")
+@click.option("--prefix", default="load/", show_default=True, help="Key prefix of the uploads.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_errors_to_exit
+def load(rate_per_s: float, duration_s: float, images: int | None, prefix: str, no_progress: bool) -> None:
+    import math
+    import uuid
+
+    from labkit import pipeline
+    from labkit.lab import Lab
+    from labkit.load import check_open_loop, run_open_loop
+
+    cap = images if images is not None else max(1, math.ceil(2 * rate_per_s * duration_s))
+    check_open_loop(rate_per_s, cap, duration_s)  # bad input is refused before the lab is touched
+    lab = Lab.from_env(reporter=Reporter())
+    pipeline.stand_up(lab)  # idempotent: a deployed flow is left alone
+    try:
+        table = run_open_loop(lab, rate_per_s, cap, duration_s, prefix=f"{prefix}{uuid.uuid4().hex[:8]}/",
+                              progress=not no_progress)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+        return
+    codes = table["status_code"].value_counts().to_dict()
+    click.echo(f"sent {len(table)} images in {duration_s:g} s; status codes: {codes}")
+
+
 @main.command(help="Run the lab's notebooks headless, in order (all of them, or the NAMEs given), against "
                    "the running lab; the executed copies and their recorded figures go to --out.")
 @click.argument("names", nargs=-1, metavar="[NAME]...")

@@ -60,8 +60,8 @@ from labkit.faults import Fault, FaultInjector, label, validate
 from labkit.lab import Lab
 from labkit.load import LoadRun, now_ms, start_closed_loop, start_open_loop
 from labkit.metrics import STAGES, load_metrics
-from labkit.pipeline import RetryPolicy
-from labkit.reconcile import reconcile
+from labkit.pipeline import OUTPUT_BUCKET, RetryPolicy
+from labkit.reconcile import RECORD_GRACE_S, output_key, reconcile
 from labkit.services import SERVICE_NAMES
 from labkit.services.storage import TOPIC
 from labkit.upload import UPLOAD_PATH, UPLOAD_TIMEOUT_S, metrics_path
@@ -586,8 +586,11 @@ def stand_up_policy(lab: Lab, retry: RetryHops, sla_threshold_s: float | None = 
 def drain(lab: Lab, keys: Sequence[str], timeout_s: float, settle_s: float) -> tuple[pd.DataFrame, bool]:
     """Wait until every key has a metrics line, or the pipeline has gone quiet, or ``timeout_s``.
 
-    Quiet means: no key finished for ``settle_s`` and the flow's consumer group has read
-    everything on the topic (lag 0). Images still unfinished then are not coming.
+    Quiet means: no key finished for ``settle_s``, the flow's consumer group has read
+    everything on the topic (lag 0), and no unfinished key has a fresh output (the action
+    wrote it, and the flow may still be waiting for the store's webhook to record it). Images
+    still unfinished then are not coming. On a busy machine an image can take longer than
+    ``settle_s``; the output check keeps such an image from being called lost.
 
     Returns:
         The metrics lines of ``keys``, and whether the pipeline was still moving at the end
@@ -608,11 +611,26 @@ def drain(lab: Lab, keys: Sequence[str], timeout_s: float, settle_s: float) -> t
         quiet = now - changed >= settle_s
         if quiet and now - lag_checked >= 1.0:
             lag_checked = now
-            if consumer_lag(lab) == 0:
+            if consumer_lag(lab) == 0 and not fresh_outputs(lab, wanted - set(frame["key"])):
                 return frame, False
         if now >= deadline:
             return frame, True
         time.sleep(POLL_INTERVAL_S)
+
+
+def fresh_outputs(lab: Lab, keys: set[str], younger_than_s: float = RECORD_GRACE_S) -> list[str]:
+    """The outputs of ``keys`` that were written less than ``younger_than_s`` ago: images the
+    flow has resized but may not have recorded yet."""
+    wanted = {}
+    for key in keys:
+        with contextlib.suppress(Exception):  # a key the action refuses has no output
+            wanted[output_key(key)] = key
+    if not wanted:
+        return []
+    prefix = os.path.commonprefix(list(wanted)) or None
+    now = time.time()
+    return [o.object_name for o in lab.s3("storage-out").list_objects(OUTPUT_BUCKET, prefix=prefix, recursive=True)
+            if o.object_name in wanted and now - o.last_modified.timestamp() < younger_than_s]
 
 
 def consumer_lag(lab: Lab) -> int | None:

@@ -18,6 +18,7 @@ import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -292,15 +293,22 @@ def generate_pool(n: int, seed: int = 0,
         raise LabConfigError(f"seed must be a non-negative integer, got {seed!r}")
     weights_by_kind = _check_mix(mix)
     size_list, size_weights = _check_sizes(sizes)
-    pool = []
-    for index in range(n):
-        rng = np.random.default_rng([seed, index])
-        kind = _kind_at(index, seed, weights_by_kind)
-        width, height = _size_for(rng, kind, size_list, size_weights)
-        fmt, ext, content_type = KINDS[kind]
-        pool.append(PoolImage(f"pool/{seed}/{index:04d}-{width}x{height}.{ext}",
-                              _render(kind, width, height, rng), content_type, width, height, fmt, kind))
-    return pool
+    key = (tuple(map(tuple, size_list)), tuple(size_weights), tuple(sorted(weights_by_kind.items())))
+    return [_pool_image(seed, index, key) for index in range(n)]
+
+
+@lru_cache(maxsize=64)
+def _pool_image(seed: int, index: int, choices: tuple) -> PoolImage:
+    """Image ``index`` of the pool of ``seed``; remembered, since rendering takes tens of ms and a
+    lab uploads the same pool again and again (each experiment, each repetition)."""
+    sizes, size_weights, by_kind = choices
+    size_list, weights_by_kind = [tuple(s) for s in sizes], dict(by_kind)
+    rng = np.random.default_rng([seed, index])
+    kind = _kind_at(index, seed, weights_by_kind)
+    width, height = _size_for(rng, kind, size_list, list(size_weights))
+    fmt, ext, content_type = KINDS[kind]
+    return PoolImage(f"pool/{seed}/{index:04d}-{width}x{height}.{ext}", _render(kind, width, height, rng), content_type,
+                     width, height, fmt, kind)
 
 
 def write_pool(pool: Sequence[PoolImage], directory: str | Path) -> list[Path]:

@@ -58,7 +58,7 @@ MAX_DURATION_S = 24 * 3600.0
 MAX_RATE_PER_S = 500.0
 MAX_WORKERS = 64
 # Distinct images generated up front; a longer run cycles through them (under distinct keys).
-DEFAULT_POOL_SIZE = 50
+DEFAULT_POOL_SIZE = 16
 SMALL_SIZES = [(640, 480), (800, 600), (1024, 768), (1280, 720)]
 
 OnUpload = Callable[[dict], None]
@@ -81,6 +81,20 @@ def _check(max_images: int, max_duration_s: float) -> None:
     if not 0 < max_duration_s <= MAX_DURATION_S:
         raise LabConfigError(f"max_duration_s must be in (0, {MAX_DURATION_S:.0f}], got {max_duration_s!r}. "
                              "Fix: pass the longest the run may last, in seconds.")
+
+
+def check_open_loop(rate_per_s: float, max_images: int, max_duration_s: float, workers: int = 16) -> None:
+    """Refuse an open loop's bad parameters before anything is sent.
+
+    Raises:
+        LabConfigError: a bad rate, bound or worker count (the message names the fix).
+    """
+    _check(max_images, max_duration_s)
+    if not 0 < rate_per_s <= MAX_RATE_PER_S:
+        raise LabConfigError(f"rate_per_s must be in (0, {MAX_RATE_PER_S:.0f}], got {rate_per_s!r}. "
+                             "Fix: pass the mean number of uploads per second.")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise LabConfigError(f"workers must be in 1..{MAX_WORKERS}, got {workers!r}.")
 
 
 @dataclass
@@ -233,12 +247,7 @@ def start_open_loop(lab: Lab, rate_per_s: float, max_images: int, max_duration_s
     Raises:
         LabConfigError: A bad rate, bound or worker count.
     """
-    _check(max_images, max_duration_s)
-    if not 0 < rate_per_s <= MAX_RATE_PER_S:
-        raise LabConfigError(f"rate_per_s must be in (0, {MAX_RATE_PER_S:.0f}], got {rate_per_s!r}. "
-                             "Fix: pass the mean number of uploads per second.")
-    if not 1 <= workers <= MAX_WORKERS:
-        raise LabConfigError(f"workers must be in 1..{MAX_WORKERS}, got {workers!r}.")
+    check_open_loop(rate_per_s, max_images, max_duration_s, workers)
     pool = list(images) if images is not None else make_pool(max_images, seed, sizes)
     run = LoadRun("open", max_images)
     gaps_s = np.random.default_rng(seed).exponential(1.0 / rate_per_s, max_images)

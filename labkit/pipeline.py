@@ -238,12 +238,32 @@ def pipeline_flows(tab_env: dict[str, Any]) -> list[dict]:
     return flows
 
 
-def deploy_flow(lab: Lab, tab_env: dict[str, Any]) -> None:
-    """Replace the pipeline's nodes in Node-RED with ``flows.json`` (other tabs stay)."""
+def deploy_flow(lab: Lab, tab_env: dict[str, Any]) -> bool:
+    """Replace the pipeline's nodes in Node-RED with ``flows.json`` (other tabs stay).
+
+    A flow that is already deployed with these settings is left alone: a redeploy restarts
+    the Kafka consumer (a group rejoin of a few seconds) and drops the images in flight.
+
+    Returns:
+        Whether it deployed.
+    """
     ours = pipeline_flows(tab_env)
     with lab.nodered() as admin:
         current, rev = admin.flows_with_rev()
+        if _deployed(current, ours):
+            return False
         admin.deploy(_without(current, ours) + ours, rev=rev)
+    return True
+
+
+def _deployed(current: list[dict], ours: list[dict]) -> bool:
+    """Whether ``current`` holds exactly ``ours`` (credentials aside: Node-RED never returns them)."""
+    def plain(node: dict) -> dict:
+        return {k: v for k, v in node.items() if k != "credentials"}
+
+    ids = {n["id"] for n in ours}
+    mine = {n["id"]: plain(n) for n in current if n.get("id") in ids or n.get("z") in ids}
+    return mine == {n["id"]: plain(n) for n in ours}
 
 
 def _without(flows: list[dict], ours: list[dict]) -> list[dict]:

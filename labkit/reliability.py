@@ -101,7 +101,7 @@ class MatrixScale:
 
 
 SCALES: dict[str, MatrixScale] = {
-    "ci": MatrixScale(rate_per_s=4, fault_at_s=1.0, down_s=3.0, latency_ms=2000, latency_s=3.0, blackhole_s=10.0,
+    "ci": MatrixScale(rate_per_s=4, fault_at_s=1.0, down_s=3.0, latency_ms=2000, latency_s=2.0, blackhole_s=6.0,
                       tail_s=0.0, recovery_timeout_s=120.0),
     "full": MatrixScale(rate_per_s=10, fault_at_s=5.0, down_s=5.0, latency_ms=2000, latency_s=5.0, blackhole_s=10.0,
                         tail_s=10.0, recovery_timeout_s=180.0),

@@ -414,6 +414,13 @@ def breakdown(results: pd.DataFrame, by: str | Sequence[str] | None = "policy") 
 def stage_plot(results: pd.DataFrame, by: str | Sequence[str] | None = "policy", ax: Axes | None = None) -> Axes:
     """Stacked horizontal bars of the median time of each stage, one bar per group."""
     table = breakdown(results, by)
+    if table.empty:  # no image finished a stage (all lost, say): say so rather than draw nothing
+        if ax is None:
+            _, ax = plt.subplots(figsize=(9, 1.6), layout="constrained")
+        ax.text(0.5, 0.5, "no image finished any stage: no stage times to show", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
     keys = [c for c in table.columns if c not in ("stage", "n", "median_ms", "p95_ms", "p99_ms")]
     table["group"] = table[keys].astype(str).agg(" / ".join, axis=1) if keys else "all"
     wide = table.pivot(index="group", columns="stage", values="median_ms").reindex(columns=list(STAGE_COLUMNS))

@@ -28,7 +28,7 @@ from labkit.errors import LabConfigError
 from labkit.process import port_owner
 
 # The labs of one test session, by the name the tests ask for.
-LABS = ("session", "cold-up", "secrets", "errors", "port-in-use", "toolchain", "cache", "ready-timeout", "crash",
+LABS = ("session", "cold-up", "errors", "port-in-use", "toolchain", "cache", "ready-timeout", "crash",
         "bench")
 FIRST_OFFSET, STEP = 10000, 100
 LOCK_DIR = Path(tempfile.gettempdir()) / "labkit-test-ports"
@@ -72,8 +72,11 @@ class PortPlan:
 
 
 def _lock(slot: tuple[int, ...]) -> FileLock:
-    LOCK_DIR.mkdir(mode=0o1777, exist_ok=True)  # shared by every user of the machine, like /tmp
-    os.chmod(LOCK_DIR, 0o1777)  # mkdir's mode is masked by the umask
+    try:
+        LOCK_DIR.mkdir()
+        os.chmod(LOCK_DIR, 0o1777)  # shared by every user of the machine, like /tmp (mkdir's mode meets the umask)
+    except FileExistsError:
+        pass  # made by us or by another user
     return FileLock(LOCK_DIR / f"slot-{slot[0]}.lock", mode=0o666)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 
@@ -12,9 +15,9 @@ import pytest
 from labkit import load, upload
 from labkit.errors import LabConfigError
 from labkit.lab import Lab
+from labkit.metrics import load_metrics
 from labkit.readiness import poll_until
-
-pytestmark = pytest.mark.stack
+from tests.support import poll
 
 SIZES = [(640, 480)]
 
@@ -110,3 +113,33 @@ def test_the_client_retries_an_unreachable_endpoint_then_reports_it() -> None:
         row = upload.upload_one(http, "k.jpg", b"x", "image/jpeg", retry_deadline_s=1.0)
     assert row["status"] is None and "ConnectError" in row["error"]
     assert row["client_attempts"] > 1
+
+
+def test_labkit_load_sends_at_the_rate_and_every_image_comes_through(pipe: Lab, tmp_path) -> None:
+    prefix = f"cli-{uuid.uuid4().hex[:8]}/"
+    env = {**os.environ, "LABKIT_DATA_DIR": str(pipe.ctx.config.data_dir),
+           "LABKIT_PORT_OFFSET": str(pipe.ctx.config.port_offset), "LABKIT_BACKEND": "native"}
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "load", "--rate", "4", "--duration", "3",
+                           "--prefix", prefix, "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sent = int(done.stdout.split("sent ")[1].split()[0])
+    assert sent >= 1 and f"{{200: {sent}}}" in done.stdout, done.stdout
+
+    def finished():
+        lines = load_metrics(upload.metrics_path(pipe))
+        ok = lines[lines["key"].str.startswith(prefix) & (lines["outcome"] == "ok")]
+        return ok["key"].nunique() == sent
+    poll(f"{sent} images of `labkit load` through the pipeline", finished, timeout_s=60)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rate", "0"], "rate_per_s must be in (0, 500]"),
+    (["--duration", "-1"], "max_duration_s must be in"),
+    (["--images", "0"], "max_images must be an integer"),
+])
+def test_labkit_load_refuses_bad_input_before_touching_the_lab(args, message, tmp_path) -> None:
+    env = {**os.environ, "LABKIT_DATA_DIR": str(tmp_path / "lab")}
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "load", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "lab").exists()

@@ -24,13 +24,14 @@ from minio.error import S3Error
 
 from labkit import pipeline, upload
 from labkit.errors import ServiceError
+from labkit.experiment import drain, fresh_outputs
 from labkit.faas.client import FaasError
 from labkit.faults import Fault, FaultInjector
 from labkit.images import bad_input_corpus, generate_pool
 from labkit.lab import Lab
 from labkit.metrics import STAMPS
 from labkit.services.storage import TOPIC, WEBHOOK_PATH
-from tests.support import end_offsets, read_from, read_output
+from tests.support import end_offsets, poll, read_from, read_output
 
 pytestmark = pytest.mark.stack
 
@@ -202,6 +203,11 @@ def test_a_lost_webhook_is_made_good_by_finding_the_output(pipe: Lab, run_id: st
     with injector:
         injector.inject(Fault("timeout", "store-webhook", params={"timeout_ms": 0}))
         sent = push_ok(pipe, generate_pool(2, seed=18), run_id)
+        poll("both outputs written", lambda: len(fresh_outputs(pipe, set(sent["key"]))) == 2, timeout_s=60)
+        # Resized but not recorded yet (the flow waits WEBHOOK_GRACE_MS for the hook): a drain
+        # whose quiet window is shorter than that must wait for the record, not call them lost.
+        drained, moving = drain(pipe, list(sent["key"]), timeout_s=60, settle_s=0.5)
+        assert set(drained.loc[drained["outcome"] == "ok", "key"]) == set(sent["key"]) and not moving
         rows = upload.wait_for(pipe, sent["key"], timeout_s=60)
     assert (rows["outcome"] == "ok").all() and (rows["completed_by"] == "check").all(), rows.to_dict("records")
     assert rows["t_webhook"].isna().all()

@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from labkit import report, sla
 from labkit.cli import main
 from labkit.errors import LabConfigError
+from labkit.metrics import STAGES
 from labkit.secrets import load_or_create
 from tests.test_sla import synth_probes, synth_results
 
@@ -194,3 +196,11 @@ def test_report_renders_in_headless_chromium(rendered, tmp_path):
             browser.close()
     assert errors == []
     assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_a_run_where_every_image_was_lost_still_renders(tmp_path):
+    results, probes, env = synth_run()
+    results = results.assign(status="lost", duration_ms=np.nan)
+    results[list(STAGES)] = np.nan
+    html = report.render_report(results, probes, env, tmp_path, formats=("html",))["html"].read_text()
+    assert "Where the images went" in html and "FAIL" in html

@@ -247,3 +247,11 @@ def test_check_raises_on_inconclusive_only_when_asked():
     sla.check(synth_results(50), synth_probes({}))
     with pytest.raises(SLAViolation, match="INCONCLUSIVE: n=50 < 299"):
         sla.check(synth_results(50), synth_probes({}), require_conclusive=True)
+
+
+def test_stage_plot_of_a_run_where_no_image_finished_says_so():
+    results = synth_results(8, lost=8)
+    results[list(STAGES)] = np.nan  # not even the upload's time is known
+    ax = sla.stage_plot(results, by="policy")
+    assert not ax.patches and "no image finished" in ax.texts[0].get_text()
+    plt.close(ax.figure)

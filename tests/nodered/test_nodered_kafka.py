@@ -62,10 +62,10 @@ def received(nodered: NodeRedEndpoint) -> list[dict[str, Any]]:
 
 
 def produce(bootstrap: str, topic: str, values: list[str]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, key_serializer=str.encode, value_serializer=str.encode)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
         for i, value in enumerate(values):
-            producer.send(topic, key=f"k{i}", value=value)
+            producer.send(topic, key=f"k{i}".encode(), value=value.encode())
         producer.flush(timeout=20)
     finally:
         producer.close(timeout=10)
