@@ -244,9 +244,12 @@ def saturation_point(lab: Lab, n: int, concurrency: int, images: Sequence[PoolIm
     lines = _collect(lab, load, DRAIN_TIMEOUT_S)
     point = {"concurrency": concurrency, **summarise(load, lines)}
     ok = lines[lines["outcome"] == "ok"].drop_duplicates("key", keep="last")
-    wall_s = (ok["t_webhook"].max() - load["t_upload_start"].min()) / 1000 if len(ok) else float("nan")
-    point["wall_s"] = round(float(wall_s), 3)
-    point["throughput_img_s"] = round(len(ok) / wall_s, 2) if len(ok) and wall_s > 0 else 0.0
+    # t_done: when each record completed (by the webhook, or by the flow's own output check when
+    # the hook was lost). None (JSON null) when no image came through: no wall time to speak of.
+    wall_s = (ok["t_done"].max() - load["t_upload_start"].min()) / 1000 if len(ok) else float("nan")
+    wall_s = round(float(wall_s), 3) if np.isfinite(wall_s) else None
+    point["wall_s"] = wall_s
+    point["throughput_img_s"] = round(len(ok) / wall_s, 2) if wall_s else 0.0
     return point
 
 

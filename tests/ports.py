@@ -71,7 +71,8 @@ class PortPlan:
                 if (owner := port_owner(port))]
 
 
-def _lock(slot: tuple[int, ...]) -> FileLock:
+def slot_lock(slot: tuple[int, ...]) -> FileLock:
+    """The lock that a test session holding ``slot`` holds for its whole length."""
     try:
         LOCK_DIR.mkdir()
         os.chmod(LOCK_DIR, 0o1777)  # shared by every user of the machine, like /tmp (mkdir's mode meets the umask)
@@ -100,7 +101,7 @@ def claimed_plan() -> Iterator[PortPlan]:
     """
     taken = []
     for slot in _candidates():
-        lock = _lock(slot)
+        lock = slot_lock(slot)
         try:
             lock.acquire(timeout=0)
         except Timeout:

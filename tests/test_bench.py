@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from click.testing import CliRunner
 
 from labkit.bench import BenchParams, ratio_table, run_bench
+from labkit.cli import main
 from labkit.errors import LabConfigError
 from labkit.metrics import STAGES
 
@@ -50,11 +50,10 @@ def test_bench_writes_a_plot_and_a_ratio_table(result):
     (["--saturation-images", "-3"], "saturation_images must be an integer"),
 ])
 def test_cli_refuses_bad_input_with_one_clear_message(args, message, tmp_path, ports):
-    env = {**os.environ, "LABKIT_DATA_DIR": str(tmp_path), "LABKIT_PORT_OFFSET": str(ports.offset("bench"))}
-    done = subprocess.run([sys.executable, "-m", "labkit.cli", "bench", "--quick", *args, "--out", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert message in done.stderr and "Traceback" not in done.stderr
+    env = {"LABKIT_DATA_DIR": str(tmp_path), "LABKIT_PORT_OFFSET": str(ports.offset("bench"))}
+    done = CliRunner().invoke(main, ["bench", "--quick", *args, "--out", str(tmp_path)], env=env)
+    assert done.exit_code == 2, done.output
+    assert message in done.stderr and "Traceback" not in done.output
     assert done.stderr.count("error:") == 1
     assert not list(tmp_path.glob("bench-*.json"))  # refused before any work
 

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import Timeout
 
 from labkit.config import DEFAULT_PORTS, ephemeral_range, load_config, safe_offsets
 from labkit.errors import LabConfigError
 from tests import guard
-from tests.ports import LABS, claimed_plan, port_distances, slots
+from tests.ports import LABS, claimed_plan, port_distances, slot_lock, slots
 
 
 def test_the_ephemeral_range_is_read_from_the_kernel(tmp_path: Path) -> None:
@@ -64,30 +65,36 @@ def test_two_sessions_claim_different_slots_and_release_them() -> None:
     with claimed_plan() as first, claimed_plan() as second:
         assert first.slot != second.slot
         taken = first.slot
-    with claimed_plan() as again:
-        assert again.slot == taken  # released at the end of the block
+        with pytest.raises(Timeout):
+            slot_lock(taken).acquire(timeout=0)  # held while the block runs
+    lock = slot_lock(taken)
+    lock.acquire(timeout=0)  # released at the end of the block
+    lock.release()
 
 
-def test_a_slot_with_a_busy_port_is_skipped() -> None:
-    with claimed_plan() as probe:
-        slot = probe.slot
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", slot[0] + DEFAULT_PORTS["nodered"]))
-    blocker.listen()
-    try:
-        with claimed_plan() as plan:
-            assert plan.slot != slot
-    finally:
-        blocker.close()
+def test_a_busy_port_of_a_slot_is_named() -> None:
+    with claimed_plan() as plan:  # held, so no other test run starts a lab on it meanwhile
+        assert plan.busy() == []
+        port = plan.offset("session") + DEFAULT_PORTS["nodered"]
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        try:
+            assert [b for b in plan.busy() if b.startswith(f"{port} (pid {os.getpid()}")]
+        finally:
+            blocker.close()
 
 
 def test_a_pinned_offset_must_start_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LABKIT_TEST_PORT_OFFSET", raising=False)
+    with claimed_plan() as free:  # a slot no other test run holds right now
+        slot = free.slot
     monkeypatch.setenv("LABKIT_TEST_PORT_OFFSET", "10001")
     with pytest.raises(LabConfigError, match="does not start a test slot"), claimed_plan():
         pass
-    monkeypatch.setenv("LABKIT_TEST_PORT_OFFSET", str(slots()[-1][0]))
+    monkeypatch.setenv("LABKIT_TEST_PORT_OFFSET", str(slot[0]))
     with claimed_plan() as plan:
-        assert plan.slot == slots()[-1]
+        assert plan.slot == slot
 
 
 def test_the_unit_tier_guard_sees_a_listener_of_this_process(tmp_path: Path) -> None:

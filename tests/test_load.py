@@ -11,8 +11,10 @@ import uuid
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from labkit import load, upload
+from labkit.cli import main
 from labkit.errors import LabConfigError
 from labkit.lab import Lab
 from labkit.metrics import load_metrics
@@ -138,8 +140,6 @@ def test_labkit_load_sends_at_the_rate_and_every_image_comes_through(pipe: Lab, 
     (["--images", "0"], "max_images must be an integer"),
 ])
 def test_labkit_load_refuses_bad_input_before_touching_the_lab(args, message, tmp_path) -> None:
-    env = {**os.environ, "LABKIT_DATA_DIR": str(tmp_path / "lab")}
-    done = subprocess.run([sys.executable, "-m", "labkit.cli", "load", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    done = CliRunner().invoke(main, ["load", *args], env={"LABKIT_DATA_DIR": str(tmp_path / "lab")})
+    assert done.exit_code == 2 and message in done.stderr and "Traceback" not in done.output
     assert not (tmp_path / "lab").exists()

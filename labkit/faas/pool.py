@@ -343,6 +343,8 @@ class WorkerManager:
         worker.logs.take()  # nobody asked: an init's logs belong to no activation
         loaded = init.failure is None and (init.reply or {}).get("ok") is True
         await self._check_in(pool, worker, healthy=loaded)
+        if loaded:
+            log.info("pre-warmed worker %d of %s has its code loaded", worker.pid, _fq_name(action))
 
     async def _reserve_free_slot(self, pool: ActionPool) -> bool:
         """Take a slot under the global cap for ``pool``, waiting a while for one (an update's

@@ -546,21 +546,25 @@ def test_bad_or_missing_auth_exits_2_without_printing_key(tmp_path: Path, value:
 # --- pre-warmed workers -------------------------------------------------------------------------
 
 
-def test_prewarm_annotation_starts_loaded_workers_and_keeps_them(runner: Any, ow: OpenWhiskClient) -> None:
+def test_prewarm_annotation_starts_loaded_workers_and_keeps_them(tmp_path: Path, runner_factory: Any) -> None:
+    # a runner of its own that logs at info: it says when each pre-warmed worker has loaded the code
+    runner = runner_factory.start(tmp_path / "faas", "--idle-timeout-s", "2", "--max-workers", "4",
+                                  "--log-level", "info")
     name = unique("prewarm")
-    before = runner.worker_pids()
-    ow.put_action(name, ECHO, limits={"concurrency": 2}, annotations={"prewarm": True})
-    try:
-        eventually(lambda: len(runner.worker_pids() - before) == 2, timeout_s=20, what="two pre-warmed workers")
-        warmed = runner.worker_pids() - before
+    with runner.client() as ow:
+        ow.put_action(name, ECHO, limits={"concurrency": 2}, annotations={"prewarm": True})
+        eventually(lambda: len(runner.worker_pids()) == 2, timeout_s=20, what="two pre-warmed workers")
+        warmed = runner.worker_pids()
+        # spawned is not loaded yet (a busy machine takes a while): wait for each worker's init
+        eventually(lambda: all(f"pre-warmed worker {pid} of " in runner.output() for pid in warmed), timeout_s=30,
+                   what="both pre-warmed workers to load the code")
         first = ow.invoke(name, {})
         assert "initTime" not in notes(first)  # the code was loaded before the first call
         assert first["response"]["result"]["pid"] in warmed
         # the idle reaper (2 s idle timeout here) leaves a pre-warmed action's workers alone
         with pytest.raises(AssertionError):
             eventually(lambda: not warmed <= runner.worker_pids(), timeout_s=4, what="a pre-warmed worker reaped")
-    finally:
-        ow.delete_action(name)  # frees the module runner's slots for the other tests
+        ow.delete_action(name)
     eventually(lambda: not runner.worker_pids() & warmed, timeout_s=10, what="workers stopped with the action")
 
 
@@ -569,7 +573,8 @@ def test_prewarmed_action_is_warm_again_after_a_runner_restart(tmp_path: Path, r
     first = runner_factory.start(data)
     first.client().put_action("resident", ECHO, limits={"concurrency": 1}, annotations={"prewarm": 1})
     assert runner_factory.stop(first) in (0, -signal.SIGTERM)
-    second = runner_factory.start(data, auth=first.auth)
+    second = runner_factory.start(data, "--log-level", "info", auth=first.auth)
     eventually(lambda: len(second.worker_pids()) == 1, timeout_s=20, what="a worker started with the runner")
+    eventually(lambda: "pre-warmed worker" in second.output(), timeout_s=30, what="the worker to load the code")
     with second.client() as ow:
         assert "initTime" not in notes(ow.invoke("resident", {}))
