@@ -156,7 +156,8 @@ def run(spec: str, out_dir: str | None, with_report: bool, reports_dir: str) -> 
 
 
 @main.command(help="Send images through the running pipeline at a steady rate (Poisson arrivals), as background "
-                   "load for an experiment or a demonstration. Ctrl-C stops it; it prints what came back.")
+                   "load for an experiment or a demonstration; at the end it prints what came back. Ctrl-C stops "
+                   "it early.")
 @click.option("--rate", "rate_per_s", type=float, default=2.0, show_default=True, help="Images per second.")
 @click.option("--duration", "duration_s", type=float, default=60.0, show_default=True, help="Seconds to run.")
 @click.option("--images", type=int, default=None, help="Most images to send [default: 2 x rate x duration].")

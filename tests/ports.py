@@ -67,8 +67,8 @@ class PortPlan:
 
     def busy(self) -> list[str]:
         """The slot's ports that something listens on, with who."""
-        return [f"{port} ({owner})" for offset in self.slot for port in sorted(p + offset for p in DEFAULT_PORTS.values())
-                if (owner := port_owner(port))]
+        ports = sorted(p + offset for offset in self.slot for p in DEFAULT_PORTS.values())
+        return [f"{port} ({owner})" for port in ports if (owner := port_owner(port))]
 
 
 def slot_lock(slot: tuple[int, ...]) -> FileLock:
