@@ -492,16 +492,16 @@ def wait_until_recovered(lab: Lab, load: LoadRun, since_ms: float, until: UntilR
     first: list[str] = []
 
     def first_through() -> str | None:
-        if first:
-            return first[0] if now_ms() >= since_ms + until.tail_s * 1000 or load.done() else None
-        sent = load.results()
-        after = set(sent.loc[(sent["t_upload_start"] >= since_ms) & (sent["status_code"] == 200), "key"])
-        if not after:
-            return "" if load.done() else None  # nothing sent since, and nothing more will be
-        lines = load_metrics(metrics_path(lab))
-        done = lines.loc[lines["key"].isin(after) & (lines["outcome"] == "ok"), "key"]
-        first.extend(done.iloc[:1])
-        return None if not first else first_through()
+        """The first image through (None: keep waiting; "": the load ended with nothing to wait for)."""
+        if not first:
+            sent = load.results()
+            after = set(sent.loc[(sent["t_upload_start"] >= since_ms) & (sent["status_code"] == 200), "key"])
+            if not after:
+                return "" if load.done() else None  # nothing sent since, and nothing more will be
+            lines = load_metrics(metrics_path(lab))
+            first.extend(lines.loc[lines["key"].isin(after) & (lines["outcome"] == "ok"), "key"].iloc[:1])
+        tail_over = now_ms() >= since_ms + until.tail_s * 1000 or load.done()
+        return first[0] if first and tail_over else None
 
     try:
         Retrying(stop=stop_after_delay(until.timeout_s), wait=wait_fixed(POLL_INTERVAL_S * 2),
