@@ -10,12 +10,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from labkit.backends import Backend, ServiceStatus, get_backend
-from labkit.backends.native import NativeBackend
-from labkit.context import LabContext
+from labkit.stack.backends import Backend, ServiceStatus, get_backend
+from labkit.stack.backends.native import NativeBackend
+from labkit.stack.context import LabContext
 from labkit.errors import LabConfigError, LabError, ServiceError
-from labkit.progress import Reporter
-from labkit.services import SERVICE_NAMES
+from labkit.core.progress import Reporter
+from labkit.stack.services import SERVICE_NAMES
 
 EXIT_CONFIG, EXIT_SERVICE = 2, 1
 
@@ -120,14 +120,14 @@ def _print_table(rows: list[ServiceStatus]) -> None:
     Console().print(table)
 
 
-@main.command(help="Render the SLA report (HTML and PDF) of a run directory written by labkit.report.save_run.")
+@main.command(help="Render the SLA report (HTML and PDF) of a run directory written by labkit.analysis.report.save_run.")
 @click.argument("run_dir", metavar="RUN_DIR")
 @click.option("--out", "out_dir", default="reports", show_default=True, help="Directory for the report files.")
 @click.option("--threshold-s", type=float, default=None, help="SLA latency bound in seconds [default: LABKIT_SLA_THRESHOLD_S].")
 @_errors_to_exit
 def report(run_dir: str, out_dir: str, threshold_s: float | None) -> None:
     # Imported here so that matplotlib and friends load only for this command.
-    from labkit.report import report_run
+    from labkit.analysis.report import report_run
 
     for kind, path in report_run(run_dir, out_dir, threshold_s).items():
         click.echo(f"{kind}: {path}")
@@ -142,8 +142,8 @@ def report(run_dir: str, out_dir: str, threshold_s: float | None) -> None:
 @_errors_to_exit
 def run(spec: str, out_dir: str | None, with_report: bool, reports_dir: str) -> None:
     # Imported here so that the other commands start fast.
-    from labkit.experiment import load_spec, run_experiment
-    from labkit.lab import Lab
+    from labkit.experiments.run import load_spec, run_experiment
+    from labkit.stack.lab import Lab
 
     experiment = load_spec(spec)  # a bad file fails before anything is touched
     lab = Lab.from_env(reporter=Reporter())
@@ -168,9 +168,9 @@ def load(rate_per_s: float, duration_s: float, images: int | None, prefix: str, 
     import math
     import uuid
 
-    from labkit import pipeline
-    from labkit.lab import Lab
-    from labkit.load import check_open_loop, run_open_loop
+    from labkit.pipeline import deploy as pipeline
+    from labkit.stack.lab import Lab
+    from labkit.experiments.load import check_open_loop, run_open_loop
 
     cap = images if images is not None else max(1, math.ceil(2 * rate_per_s * duration_s))
     check_open_loop(rate_per_s, cap, duration_s)  # bad input is refused before the lab is touched
@@ -194,8 +194,8 @@ def load(rate_per_s: float, duration_s: float, images: int | None, prefix: str, 
 def notebooks(names: tuple[str, ...], out_dir: str) -> None:
     from pathlib import Path
 
-    from labkit.lab import Lab
-    from labkit.notebooks import run_all
+    from labkit.stack.lab import Lab
+    from labkit.teaching.runner import run_all
 
     reporter = Reporter()
     lab = Lab.from_env(reporter=reporter)
@@ -210,9 +210,9 @@ def notebooks(names: tuple[str, ...], out_dir: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_errors_to_exit
 def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
-    from labkit.audit import CURE, DEFAULT_GRACE_S, lost_message
-    from labkit.audit import audit as run_audit
-    from labkit.lab import Lab
+    from labkit.pipeline.audit import CURE, DEFAULT_GRACE_S, lost_message
+    from labkit.pipeline.audit import audit as run_audit
+    from labkit.stack.lab import Lab
 
     report = run_audit(Lab.from_env(), prefix=prefix, grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s)
     if as_json:
@@ -248,8 +248,8 @@ def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
 def reliability(scale: str, only: tuple[str, ...], out_dir: str | None, doc: str | None, no_progress: bool) -> None:
     from pathlib import Path
 
-    from labkit.lab import Lab
-    from labkit.reliability import run_fault_matrix, write_doc
+    from labkit.stack.lab import Lab
+    from labkit.experiments.matrix import run_fault_matrix, write_doc
 
     lab = Lab.from_env()
 
@@ -292,8 +292,8 @@ def bench(rates: str | None, images_per_rate: int | None, saturation_images: int
           seed: int | None, quick: bool, out_dir: str, no_progress: bool) -> None:
     import pandas as pd
 
-    from labkit.bench import BenchParams, parse_rates, ratio_table, run_bench
-    from labkit.lab import Lab
+    from labkit.experiments.bench import BenchParams, parse_rates, ratio_table, run_bench
+    from labkit.stack.lab import Lab
 
     given = {"images_per_rate": images_per_rate, "saturation_images": saturation_images,
              "saturation_concurrency": concurrency, "bare_images": bare_images, "processes": processes,

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from labkit.lab import Lab
+from labkit.stack.lab import Lab
 from tests import guard
 from tests.ports import PortPlan, claimed_plan
 
@@ -83,7 +83,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, ports: PortPlan) -> Iterator[L
 def pipe(lab: Lab):
     """The session's stack with the pipeline stood up, afresh for each module (other modules
     deploy flows of their own)."""
-    from labkit import pipeline
+    from labkit.pipeline import deploy as pipeline
 
     pipeline.stand_up(lab)
     yield lab

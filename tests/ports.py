@@ -23,9 +23,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from labkit.config import DEFAULT_PORTS, safe_offsets
+from labkit.stack.config import DEFAULT_PORTS, safe_offsets
 from labkit.errors import LabConfigError
-from labkit.process import port_owner
+from labkit.stack.process import port_owner
 
 # The labs of one test session, by the name the tests ask for.
 LABS = ("session", "cold-up", "errors", "port-in-use", "toolchain", "cache", "ready-timeout", "crash",

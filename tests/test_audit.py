@@ -14,12 +14,12 @@ import uuid
 import httpx
 import pytest
 
-from labkit import upload
-from labkit.audit import AUDIT_STATES, CURE, _duplicates, audit
-from labkit.images import bad_input_corpus, generate_pool
-from labkit.lab import Lab
-from labkit.readiness import poll_until
-from labkit.reconcile import reconcile
+from labkit.pipeline import upload
+from labkit.pipeline.audit import AUDIT_STATES, CURE, _duplicates, audit
+from labkit.pipeline.images import bad_input_corpus, generate_pool
+from labkit.stack.lab import Lab
+from labkit.stack.readiness import poll_until
+from labkit.pipeline.reconcile import reconcile
 from tests.support import DROPPED
 
 pytestmark = pytest.mark.stack

@@ -8,10 +8,10 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from labkit.bench import BenchParams, ratio_table, run_bench
+from labkit.experiments.bench import BenchParams, ratio_table, run_bench
 from labkit.cli import main
 from labkit.errors import LabConfigError
-from labkit.metrics import STAGES
+from labkit.pipeline.metrics import STAGES
 
 
 @pytest.fixture(scope="module")

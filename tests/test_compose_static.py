@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from labkit.backends.compose import (
+from labkit.stack.backends.compose import (
     COMPOSE_FILE,
     FIX,
     KAFKA_UI_PORT,
@@ -40,16 +40,16 @@ from labkit.backends.compose import (
     compose_proxies,
     port_var,
 )
-from labkit.backends.native import NativeBackend
-from labkit.config import DEFAULT_PORTS, LabConfig
-from labkit.context import LabContext
+from labkit.stack.backends.native import NativeBackend
+from labkit.stack.config import DEFAULT_PORTS, LabConfig
+from labkit.stack.context import LabContext
 from labkit.errors import LabConfigError
-from labkit.hops import HOP_NAMES, HOPS
-from labkit.services import SERVICE_NAMES, SERVICE_TYPES
-from labkit.services.nodered import MAX_BODY_BYTES, METRICS_FILE, NodeRed
-from labkit.services.storage import TOPIC, WEBHOOK_PATH, Storage, StorageOut
-from labkit.upload import metrics_path
-from labkit.versions import STACK_DIR, pins
+from labkit.stack.hops import HOP_NAMES, HOPS
+from labkit.stack.services import SERVICE_NAMES, SERVICE_TYPES
+from labkit.stack.services.nodered import MAX_BODY_BYTES, METRICS_FILE, NodeRed
+from labkit.stack.services.storage import TOPIC, WEBHOOK_PATH, Storage, StorageOut
+from labkit.pipeline.upload import metrics_path
+from labkit.stack.versions import STACK_DIR, pins
 
 COMPOSE_TEXT = COMPOSE_FILE.read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
@@ -607,7 +607,7 @@ def test_port_offset_moves_every_published_port(tmp_path):
 
 
 def test_kafka_is_healthy_only_once_the_pipeline_topics_exist():
-    from labkit.services.kafka import TOPICS
+    from labkit.stack.services.kafka import TOPICS
 
     check = " ".join(SERVICES["kafka"]["healthcheck"]["test"])
     assert "--create --if-not-exists" in check

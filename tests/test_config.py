@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from filelock import Timeout
 
-from labkit.config import DEFAULT_PORTS, ephemeral_range, load_config, safe_offsets
+from labkit.stack.config import DEFAULT_PORTS, ephemeral_range, load_config, safe_offsets
 from labkit.errors import LabConfigError
 from tests import guard
 from tests.ports import LABS, claimed_plan, port_distances, slot_lock, slots

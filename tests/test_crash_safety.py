@@ -19,11 +19,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from labkit.config import DEFAULT_PORTS
-from labkit.hops import HOPS
-from labkit.readiness import poll_until
-from labkit.services import SERVICE_NAMES
-from labkit.services.toxiproxy import ToxiproxyClient
+from labkit.stack.config import DEFAULT_PORTS
+from labkit.stack.hops import HOPS
+from labkit.stack.readiness import poll_until
+from labkit.stack.services import SERVICE_NAMES
+from labkit.stack.services.toxiproxy import ToxiproxyClient
 from tests.conftest import lab_processes
 from tests.test_lifecycle import LABKIT, lab_env, labkit
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import upload
-from labkit.images import generate_pool
-from labkit.lab import Lab
+from labkit.pipeline import upload
+from labkit.pipeline.images import generate_pool
+from labkit.stack.lab import Lab
 from tests.test_report import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.stack

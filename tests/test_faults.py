@@ -21,9 +21,9 @@ import httpx
 import psutil
 import pytest
 
-from labkit import hops
+from labkit.stack import hops
 from labkit.errors import LabConfigError, ServiceError
-from labkit.faults import (
+from labkit.experiments.faults import (
     FAULTS_FILE,
     HOPS,
     NETWORK_FAULTS,
@@ -33,7 +33,7 @@ from labkit.faults import (
     repair,
     validate,
 )
-from labkit.lab import Lab
+from labkit.stack.lab import Lab
 from tests.support import poll
 
 pytestmark = pytest.mark.stack
@@ -230,8 +230,8 @@ def test_up_repairs_what_a_dead_kernel_left_behind(lab):
     config = lab.ctx.config
     script = textwrap.dedent(f"""
         import os
-        from labkit.faults import Fault, FaultInjector
-        from labkit.lab import Lab
+        from labkit.experiments.faults import Fault, FaultInjector
+        from labkit.stack.lab import Lab
         lab = Lab.from_env(data_dir={str(config.data_dir)!r}, port_offset={config.port_offset})
         faults = FaultInjector(lab)
         faults.inject(Fault("latency", {HOP!r}, params={{"latency_ms": 3000}}))

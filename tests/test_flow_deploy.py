@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit import pipeline
+from labkit.pipeline import deploy as pipeline
 
 
 def test_a_flow_already_deployed_with_these_settings_is_recognised() -> None:

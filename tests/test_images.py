@@ -1,4 +1,4 @@
-"""The generated image pool and bad-input corpus (labkit.images)."""
+"""The generated image pool and bad-input corpus (labkit.pipeline.images)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from labkit.errors import LabConfigError
-from labkit.images import (
+from labkit.pipeline.images import (
     BAD_INPUT_EXPECTED,
     DEFAULT_SIZES,
     MAX_SIZE,

@@ -1,5 +1,5 @@
 """The resize action's store account on the real gateways: it may read ``dit247`` and write
-``dit247c`` and ``dit247-failed``, and nothing else (labkit.pipeline.ACTION_GRANTS).
+``dit247c`` and ``dit247-failed``, and nothing else (labkit.pipeline.deploy.ACTION_GRANTS).
 
 Every check is a real S3 request signed with the action's credentials, on both gateways
 (the account lives in the IAM they share). What versitygw cannot express is listed in
@@ -18,10 +18,10 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import S3Error
 
-from labkit import pipeline
+from labkit.pipeline import deploy as pipeline
 from labkit.errors import ServiceError
-from labkit.lab import Lab
-from labkit.services.storage import REGION, StoreAdmin
+from labkit.stack.lab import Lab
+from labkit.stack.services.storage import REGION, StoreAdmin
 
 pytestmark = pytest.mark.stack
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit.config import DEFAULT_PORTS
-from labkit.lab import Lab
+from labkit.stack.config import DEFAULT_PORTS
+from labkit.stack.lab import Lab
 from tests.conftest import lab_processes
 
 LABKIT = [sys.executable, "-m", "labkit.cli"]
@@ -158,9 +158,9 @@ def test_corrupt_cache_is_detected_then_repaired(tmp_path, ports):
 
     repaired = labkit("install", env=env, check=True)
     assert "toxiproxy" in repaired.stderr
-    from labkit.backends.native import NativeBackend
-    from labkit.context import LabContext
-    from labkit.install import check_entry
+    from labkit.stack.backends.native import NativeBackend
+    from labkit.stack.context import LabContext
+    from labkit.stack.install import check_entry
 
     backend = NativeBackend(LabContext.from_env(cache_dir=cache, data_dir=tmp_path / "data"))
     assert all(check_entry(step, cache) is None for step in backend.install_steps())

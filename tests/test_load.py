@@ -13,12 +13,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from labkit import load, upload
+from labkit.experiments import load
+
+from labkit.pipeline import upload
 from labkit.cli import main
 from labkit.errors import LabConfigError
-from labkit.lab import Lab
-from labkit.metrics import load_metrics
-from labkit.readiness import poll_until
+from labkit.stack.lab import Lab
+from labkit.pipeline.metrics import load_metrics
+from labkit.stack.readiness import poll_until
 from tests.support import poll
 
 SIZES = [(640, 480)]

@@ -22,15 +22,17 @@ import pytest
 from kafka import KafkaProducer
 from minio.error import S3Error
 
-from labkit import pipeline, upload
+from labkit.pipeline import deploy as pipeline
+
+from labkit.pipeline import upload
 from labkit.errors import ServiceError
-from labkit.experiment import drain, fresh_outputs
+from labkit.experiments.run import drain, fresh_outputs
 from labkit.faas.client import FaasError
-from labkit.faults import Fault, FaultInjector
-from labkit.images import bad_input_corpus, generate_pool
-from labkit.lab import Lab
-from labkit.metrics import STAMPS
-from labkit.services.storage import TOPIC, WEBHOOK_PATH
+from labkit.experiments.faults import Fault, FaultInjector
+from labkit.pipeline.images import bad_input_corpus, generate_pool
+from labkit.stack.lab import Lab
+from labkit.pipeline.metrics import STAMPS
+from labkit.stack.services.storage import TOPIC, WEBHOOK_PATH
 from tests.support import end_offsets, poll, read_from, read_output
 
 pytestmark = pytest.mark.stack
@@ -118,7 +120,7 @@ def test_fifty_images_come_out_resized_with_ordered_stamps(pipe: Lab, run_id: st
     chain = ["t_upload_start", "t_uploaded", "t_event", "t_invoke_start", "t_action_start", "t_action_end"]
     for earlier, later in itertools.pairwise(chain):
         # The store publishes the event as it answers the PUT, so the event may reach Node-RED a
-        # moment before the PUT's reply does: those two stamps race by a few ms (see labkit.metrics).
+        # moment before the PUT's reply does: those two stamps race by a few ms (see labkit.pipeline.metrics).
         slack = EVENT_RACE_MS if (earlier, later) == ("t_uploaded", "t_event") else 0
         bad = rows[rows[earlier] > rows[later] + slack]
         assert bad.empty, f"{earlier} > {later}: {bad[['key', earlier, later]].to_dict('records')}"

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from labkit.cli import main
 from labkit.errors import LabConfigError
-from labkit.faults import HOPS
-from labkit.lab import Lab
-from labkit.reliability import (
+from labkit.experiments.faults import HOPS
+from labkit.stack.lab import Lab
+from labkit.experiments.matrix import (
     DOC_END,
     DOC_START,
     PROCESS_TARGETS,

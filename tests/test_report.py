@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from labkit import report, sla
+from labkit.analysis import report
+
+from labkit.analysis import sla
 from labkit.cli import main
 from labkit.errors import LabConfigError
-from labkit.metrics import STAGES
-from labkit.secrets import load_or_create
+from labkit.pipeline.metrics import STAGES
+from labkit.stack.secrets import load_or_create
 from tests.test_sla import synth_probes, synth_results
 
 FAKE_SECRETS = ["hunter2-s3-secret", "AKIAFAKEACCESSKEY0001", "wh-token-7f3a9c", "nodered-pw-Zq8!"]

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from labkit.errors import LabConfigError
-from labkit.secrets import SECRETS_FILE, LabSecrets, load_or_create
+from labkit.stack.secrets import SECRETS_FILE, LabSecrets, load_or_create
 
 
 def test_first_use_writes_a_private_file_and_later_uses_read_it(tmp_path):

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labkit import sla
+from labkit.analysis import sla
 from labkit.errors import LabConfigError, SLAViolation
-from labkit.metrics import STAGES
+from labkit.pipeline.metrics import STAGES
 
 # Share of the end-to-end time each stage takes, on average (upload … webhook).
 STAGE_SHARES = np.array([0.10, 0.05, 0.05, 0.15, 0.55, 0.10])

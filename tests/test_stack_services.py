@@ -12,8 +12,8 @@ from email.message import EmailMessage
 import httpx
 from kafka import KafkaConsumer, KafkaProducer
 
-from labkit.readiness import poll_until
-from labkit.services.storage import TOPIC
+from labkit.stack.readiness import poll_until
+from labkit.stack.services.storage import TOPIC
 
 
 def _consumer(lab, topic: str) -> KafkaConsumer:

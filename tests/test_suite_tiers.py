@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.lab import Lab
+from labkit.stack.lab import Lab
 from tests.conftest import LOG_LINES, STACK_FIXTURES, blamed_logs, pytest_collection_modifyitems
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from labkit.backends.compose import KAFKA_UI_PORT, UNPUBLISHED_PORTS
-from labkit.config import DEFAULT_PORTS
+from labkit.stack.backends.compose import KAFKA_UI_PORT, UNPUBLISHED_PORTS
+from labkit.stack.config import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 VAGRANTFILE = (ROOT / "Vagrantfile").read_text()

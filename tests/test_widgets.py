@@ -22,9 +22,9 @@ import httpx
 import nbformat
 import pytest
 
-from labkit.faults import Fault, FaultInjector
-from labkit.lab import Lab
-from labkit.widgets import TextPanel, control_panel, fault_lines
+from labkit.experiments.faults import Fault, FaultInjector
+from labkit.stack.lab import Lab
+from labkit.teaching.widgets import TextPanel, control_panel, fault_lines
 from tests import support
 from tests.conftest import lab_processes
 
@@ -59,8 +59,8 @@ def panel_notebook(lab: Lab, marker: Path) -> nbformat.NotebookNode:
                                                            "language": "python"}})
     nb.cells = [nbformat.v4.new_code_cell(
         "from pathlib import Path\n"
-        "from labkit.lab import Lab\n"
-        "from labkit.widgets import control_panel\n"
+        "from labkit.stack.lab import Lab\n"
+        "from labkit.teaching.widgets import control_panel\n"
         f"lab = Lab.from_env(data_dir={str(lab.ctx.config.data_dir)!r}, port_offset={lab.ctx.config.port_offset})\n"
         f"marker = Path({str(marker)!r})\n"
         "panel = control_panel(lab, load_start=lambda: marker.write_text('started'),\n"

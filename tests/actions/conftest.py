@@ -6,7 +6,7 @@ from types import ModuleType
 
 import pytest
 
-from labkit.pipeline import action_module
+from labkit.pipeline.deploy import action_module
 
 
 @pytest.fixture(scope="session")

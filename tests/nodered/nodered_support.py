@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labkit.nodered import NodeRedAdmin
-from labkit.services.nodered import NODERED_DIR
+from labkit.pipeline.nodered import NodeRedAdmin
+from labkit.stack.services.nodered import NODERED_DIR
 
 SETTINGS = NODERED_DIR / "settings.js"
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from labkit.nodered import NodeRedAdmin
+from labkit.pipeline.nodered import NodeRedAdmin
 from nodered_flows import function, http_in, http_response, kafka_broker, kafka_in, kafka_out, tab
 from nodered_support import NodeRedEndpoint
 

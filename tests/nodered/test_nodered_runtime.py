@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from labkit.nodered import NodeRedAdmin, NodeRedError
-from labkit.services.nodered import MAX_BODY_BYTES
+from labkit.pipeline.nodered import NodeRedAdmin, NodeRedError
+from labkit.stack.services.nodered import MAX_BODY_BYTES
 
 from nodered_support import SETTINGS, NodeRedEndpoint
 from nodered_flows import dashboard_flow, smoke_flow

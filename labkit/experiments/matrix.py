@@ -1,0 +1,356 @@
+"""The fault matrix: break every service and every hop during load, and show nothing is lost.
+
+Each case runs an open-loop load on the real pipeline while one thing goes wrong:
+
+- **process faults**: ``kill -9`` of one service (both store gateways, Kafka, Node-RED,
+  the FaaS runner, the mail sink), which is started again after ``down_s``. The webhook
+  endpoint is a route of Node-RED, so Node-RED's row covers it; the ``store-webhook`` hop's
+  row covers the endpoint being unreachable while Node-RED runs;
+- **network faults** on each hop through Toxiproxy: ``latency_ms`` of latency for
+  ``latency_s``, then a blackhole (a silent, open connection) for ``blackhole_s``;
+- **an ordinary restart** of the whole stack (``labkit down`` then ``up``, data kept).
+
+After the load the pipeline drains, reconciliation republishes whatever the store's
+best-effort events dropped (and re-records resized images that lost their metrics line),
+and every upload is classified (:func:`labkit.experiments.run.classify`). A case passes when
+nothing is ``lost`` or ``pending``. Each case also records two recovery times, both from the
+moment the fault ended (the service was healthy again, or the toxic was removed):
+
+- ``recovery_s``: until the first image uploaded after that moment was done (end to end).
+  The load keeps running until that happens (or the scale's ``recovery_timeout_s`` passes:
+  then the row says ``recovered`` False and ``waited_s`` how long it waited), so a slow
+  machine makes a case longer, never unmeasured;
+- ``backlog_s``: until the last image uploaded before that moment was done, without
+  reconciliation (images only reconciliation brought back are counted in ``reconciled``).
+
+Two scales: ``ci`` (4 images/s, every case; a few minutes) and ``full`` (10 images/s, the load
+running at least 10 s past each fault; the figures in ``docs/reliability.md``).
+
+Example:
+    >>> matrix = run_fault_matrix(lab, "ci", "runs")       # doctest: +SKIP
+    >>> matrix.summary[["case", "lost", "recovery_s"]]      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from labkit.pipeline import deploy as pipeline
+
+from labkit.analysis import report
+from labkit.errors import LabConfigError
+from labkit.experiments.run import (
+    ExperimentSpec,
+    Prober,
+    UntilRecovered,
+    environment,
+    load_spec,
+    run_experiment,
+    settle,
+    wait_until_recovered,
+)
+from labkit.experiments.faults import HOPS
+from labkit.stack.lab import Lab
+from labkit.experiments.load import start_open_loop
+
+# Services killed in turn (Toxiproxy is the fault tool itself; killing it is a blackhole on every hop).
+PROCESS_TARGETS = ("storage", "storage-out", "kafka", "nodered", "faas", "mail")
+RESTART_CASE = "restart-stack"
+SUMMARY_COLUMNS = ("case", "fault", "kind", "target", "uploaded", "ok", "error", "lost", "pending", "duplicates",
+                   "reconciled", "recovered", "recovery_s", "waited_s", "backlog_s", "fault_s", "passed")
+# How long a down-and-up of the whole stack is planned to take (the load's image cap allows for it).
+RESTART_ALLOWANCE_S = 10.0
+# Images the drain waits for once the load is over, at most (bounded, whatever the fault).
+DRAIN_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class MatrixScale:
+    """How big each case is. Times count from the load's start. After the fault the load runs until
+    an image sent after it has come through and at least ``tail_s``, at most ``recovery_timeout_s``."""
+
+    rate_per_s: float
+    fault_at_s: float
+    down_s: float  # a killed service stays down this long
+    latency_ms: int
+    latency_s: float
+    blackhole_s: float
+    tail_s: float
+    recovery_timeout_s: float  # the longest the load runs past the fault's end, waiting for recovery
+
+    def duration_s(self, fault_end_s: float) -> float:
+        """The longest the load of a case whose fault is planned to end ``fault_end_s`` after its
+        start may run (a fault that ends late, like a slow restart, shortens the wait)."""
+        return fault_end_s + self.recovery_timeout_s
+
+    def images(self, fault_end_s: float) -> int:
+        """The image cap of such a load: room for Poisson arrivals to run ahead of the mean."""
+        return math.ceil(1.5 * self.rate_per_s * self.duration_s(fault_end_s))
+
+    def until_recovered(self) -> UntilRecovered:
+        return UntilRecovered(timeout_s=self.recovery_timeout_s, tail_s=self.tail_s)
+
+
+SCALES: dict[str, MatrixScale] = {
+    "ci": MatrixScale(rate_per_s=4, fault_at_s=1.0, down_s=3.0, latency_ms=2000, latency_s=2.0, blackhole_s=6.0,
+                      tail_s=0.0, recovery_timeout_s=120.0),
+    "full": MatrixScale(rate_per_s=10, fault_at_s=5.0, down_s=5.0, latency_ms=2000, latency_s=5.0, blackhole_s=10.0,
+                        tail_s=10.0, recovery_timeout_s=180.0),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the matrix: a name, what breaks, and the faults (empty for the stack restart)."""
+
+    name: str
+    kind: str  # process, network or restart
+    target: str
+    faults: list[dict] = field(default_factory=list)
+    fault_end_s: float = 0.0
+    description: str = ""
+
+
+def cases(scale: MatrixScale, only: Sequence[str] | None = None) -> list[Case]:
+    """The matrix's cases at ``scale`` (all of them, or those named in ``only``).
+
+    Raises:
+        LabConfigError: ``only`` names an unknown case (the message lists them).
+    """
+    t0 = scale.fault_at_s
+    every = [Case(f"kill-{svc}", "process", svc, [{"kind": "kill", "target": svc, "at_s": t0,
+                                                    "duration_s": scale.down_s}], t0 + scale.down_s,
+                  f"kill -9 {svc}, started again after {scale.down_s:g} s")
+             for svc in PROCESS_TARGETS]
+    black_at = t0 + scale.latency_s + 0.5  # the latency toxic is gone before the blackhole goes on
+    every += [Case(f"{hop}-latency-blackhole", "network", hop,
+                   [{"kind": "latency", "target": hop, "at_s": t0, "duration_s": scale.latency_s,
+                     "params": {"latency_ms": scale.latency_ms}},
+                    {"kind": "timeout", "target": hop, "at_s": black_at, "duration_s": scale.blackhole_s,
+                     "params": {"timeout_ms": 0}}], black_at + scale.blackhole_s,
+                   f"{hop}: {scale.latency_ms / 1000:g} s latency for {scale.latency_s:g} s, "
+                   f"then a {scale.blackhole_s:g} s blackhole")
+              for hop in HOPS]
+    every.append(Case(RESTART_CASE, "restart", "stack", [], t0 + RESTART_ALLOWANCE_S,
+                      "labkit down, then up (data kept)"))
+    if not only:
+        return every
+    names = {c.name for c in every}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise LabConfigError(f"unknown fault-matrix case(s) {', '.join(unknown)}. Valid: {', '.join(sorted(names))}.")
+    return [c for c in every if c.name in only]
+
+
+def case_spec(case: Case, scale: MatrixScale, seed: int) -> ExperimentSpec:
+    """The experiment that runs ``case``: open-loop load, its faults, default retry, reconciliation on."""
+    return load_spec({
+        "name": f"matrix-{case.name}", "description": f"{case.kind} fault: {case.name}",
+        "load": {"kind": "open", "rate_per_s": scale.rate_per_s, "images": scale.images(case.fault_end_s),
+                 "max_duration_s": scale.duration_s(case.fault_end_s), "sizes": [[800, 600], [1280, 960]]},
+        "faults": case.faults, "fault_label": case.name, "retry": "exponential", "reconcile": True,
+        "seed": seed, "drain_timeout_s": DRAIN_TIMEOUT_S, "until_recovered": scale.until_recovered().model_dump()})
+
+
+@dataclass
+class MatrixRun:
+    """A finished fault matrix: one summary row per case, every image's fate, and where they were saved."""
+
+    scale: str
+    run_dir: Path
+    summary: pd.DataFrame
+    results: pd.DataFrame
+    plot: Path
+
+    @property
+    def passed(self) -> bool:
+        """Nothing lost, nothing pending, and recovered, in every case."""
+        return bool(self.summary["passed"].all())
+
+
+def run_fault_matrix(lab: Lab, scale: str | MatrixScale, out_dir: str | Path, *, only: Sequence[str] | None = None,
+                     seed: int = 0, progress: bool = True,
+                     on_case: Callable[[Case, dict], None] | None = None) -> MatrixRun:
+    """Run every case of the matrix on the running lab and save ``summary.csv``, ``results.csv``,
+    ``env.json`` and ``recovery.png`` under ``out_dir/fault-matrix-<scale>-<time>/``.
+
+    Args:
+        lab: The running lab, pipeline stood up or not (each case stands it up).
+        scale: ``ci``, ``full`` or a :class:`MatrixScale`.
+        out_dir: Where the run directory goes.
+        only: Case names to run (default: all).
+        seed: Seeds the images and arrivals of the first case (each case adds its index).
+        progress: Show each load's progress bar.
+        on_case: Called with each case and its summary row as it finishes.
+
+    Raises:
+        LabConfigError: An unknown scale or case.
+        ServiceError: A service refused, or did not come back after its fault.
+    """
+    name, scale = _scale(scale)
+    chosen = cases(scale, only)
+    started = datetime.now(UTC)
+    run_dir = Path(out_dir) / f"fault-matrix-{name}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}"
+    rows, frames = [], []
+    for i, case in enumerate(chosen):
+        results, windows, recovery = _run_case(lab, case, scale, seed + i, run_dir / "parts", progress)
+        row = summarize(case, results, windows, recovery)
+        rows.append(row)
+        frames.append(results)
+        if on_case is not None:
+            on_case(case, row)
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    results = pd.concat(frames, ignore_index=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(run_dir / "summary.csv", index=False)
+    results.to_csv(run_dir / "results.csv", index=False)
+    env = environment(lab, case_spec(chosen[0], scale, seed), started, datetime.now(UTC), [])
+    env["parameters"] = {"scale": name, **scale.__dict__, "cases": [c.name for c in chosen]}
+    (run_dir / "env.json").write_text(json.dumps(report.public_env(env), indent=2, default=str) + "\n")
+    plot = recovery_plot(summary, run_dir / "recovery.png")
+    return MatrixRun(name, run_dir, summary, results, plot)
+
+
+def _scale(scale: str | MatrixScale) -> tuple[str, MatrixScale]:
+    if isinstance(scale, MatrixScale):
+        return "custom", scale
+    if scale not in SCALES:
+        raise LabConfigError(f"unknown fault-matrix scale {scale!r}. Valid: {', '.join(SCALES)}.")
+    return scale, SCALES[scale]
+
+
+def _run_case(lab: Lab, case: Case, scale: MatrixScale, seed: int, parts: Path,
+              progress: bool) -> tuple[pd.DataFrame, list[dict], dict]:
+    spec = case_spec(case, scale, seed)
+    if case.kind == "restart":
+        return _restart_during_load(lab, spec, scale, progress)
+    run = run_experiment(lab, spec, parts, progress=progress)
+    return run.results, run.env["fault_windows"], run.env["recovery"][0]
+
+
+def _restart_during_load(lab: Lab, spec: ExperimentSpec, scale: MatrixScale,
+                         progress: bool) -> tuple[pd.DataFrame, list[dict], dict]:
+    """The whole stack goes down and comes up again (data kept) while the load runs.
+
+    The load's client keeps retrying uploads while the endpoint is unreachable
+    (:func:`labkit.pipeline.upload.upload_one`); the flow's consumer resumes from its committed offset.
+    """
+    pipeline.stand_up(lab)
+    prefix = f"exp/{spec.name}/{uuid.uuid4().hex[:8]}/"
+    with Prober(lab):
+        load = start_open_loop(lab, spec.load.rate_per_s, spec.load.images, spec.load.max_duration_s,
+                               seed=spec.seed, prefix=prefix, sizes=spec.load.sizes, progress=progress)
+        time.sleep(scale.fault_at_s)  # when the restart is due: a schedule, not a readiness wait
+        down_ms = time.time() * 1000
+        lab.down()
+        lab.up()
+        pipeline.wait_for_consumer(lab)
+        window = {"fault": RESTART_CASE, "kind": "restart", "target": "stack", "start_ms": down_ms,
+                  "end_ms": time.time() * 1000}
+        recovery = wait_until_recovered(lab, load, window["end_ms"], scale.until_recovered())
+        table = load.wait()
+    results, _ = settle(lab, spec, table, prefix, fault=RESTART_CASE)
+    return results, [window], recovery
+
+
+def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict], recovery: dict) -> dict:
+    """One summary row: where the case's images went, and how long the pipeline took to recover."""
+    counts = results["status"].value_counts()
+    ends = [w["end_ms"] for w in windows if w.get("end_ms") is not None]
+    starts = [w["start_ms"] for w in windows if w.get("start_ms") is not None]
+    fault_end = max(ends) if ends else np.nan
+    ok = results[results["status"] == "ok"]
+    after = ok[ok["t_upload_start"] >= fault_end]
+    before = ok[(ok["t_upload_start"] < fault_end) & ~ok["reconciled"].astype(bool)]
+    lost, pending, recovered = int(counts.get("lost", 0)), int(counts.get("pending", 0)), bool(recovery["recovered"])
+    return {"case": case.name, "fault": case.description, "kind": case.kind, "target": case.target, "uploaded": len(results),
+            "ok": int(counts.get("ok", 0)), "error": int(counts.get("error", 0)), "lost": lost, "pending": pending,
+            "duplicates": int(results["duplicates"].fillna(0).sum()), "reconciled": int(results["reconciled"].sum()),
+            "recovered": recovered, "waited_s": recovery["waited_s"],
+            "recovery_s": _seconds(after["t_done"].min() - fault_end) if len(after) else np.nan,
+            "backlog_s": _seconds(max(0.0, before["t_done"].max() - fault_end)) if len(before) else np.nan,
+            "fault_s": _seconds(fault_end - min(starts)) if starts and ends else np.nan,
+            "passed": lost == 0 and pending == 0 and recovered}
+
+
+def case_label(row) -> str:
+    """A case's name, with what went wrong: images lost, or no recovery within the wait."""
+    marks = [f"{row.lost} lost"] if row.lost else []
+    if not row.recovered:
+        marks.append(f"not recovered in {row.waited_s:g} s")
+    return f"{row.case}  ✗ {', '.join(marks)}" if marks else row.case
+
+
+def _seconds(ms: float) -> float:
+    return round(float(ms) / 1000, 2)
+
+
+def recovery_plot(summary: pd.DataFrame, path: Path) -> Path:
+    """Horizontal bars per case: recovery and backlog times; lost images marked in red."""
+    frame = summary.iloc[::-1]
+    fig = Figure(figsize=(8, 0.42 * len(frame) + 1.4))
+    ax = fig.subplots()
+    y = np.arange(len(frame))
+    ax.barh(y + 0.2, frame["backlog_s"].fillna(0), height=0.4, color="tab:orange", label="backlog cleared (s)")
+    ax.barh(y - 0.2, frame["recovery_s"].fillna(0), height=0.4, color="tab:blue", label="first new image done (s)")
+    labels = [case_label(row) for row in frame.itertuples(index=False)]
+    ax.set_yticks(y, labels)
+    for tick, row in zip(ax.get_yticklabels(), frame.itertuples(index=False), strict=True):
+        tick.set_color("black" if row.passed else "tab:red")
+    ax.set_xlabel("seconds after the fault ended")
+    ax.set_title("Fault matrix: time to recover, per case (nothing lost, all recovered unless marked)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table, for ``docs/reliability.md``."""
+    columns = {"case": "case", "fault": "fault", "uploaded": "uploaded", "ok": "resized", "error": "dead-lettered",
+               "lost": "lost", "duplicates": "duplicates", "reconciled": "reconciled", "recovery_s": "recovery (s)",
+               "backlog_s": "backlog (s)"}
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    for full, row in zip(summary.itertuples(index=False), summary[list(columns)].itertuples(index=False), strict=True):
+        cells = ["–" if isinstance(v, float) and math.isnan(v) else str(v) for v in row]
+        if not full.recovered:
+            cells[list(columns).index("recovery_s")] = f"not recovered after {full.waited_s:g} s"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+DOC_START, DOC_END = "<!-- fault-matrix results: start -->", "<!-- fault-matrix results: end -->"
+
+
+def write_doc(run: MatrixRun, path: Path) -> Path:
+    """Put ``run``'s table (and its plot, copied beside ``path``) between the markers in ``path``.
+
+    Raises:
+        LabConfigError: ``path`` exists but lacks the two markers.
+    """
+    plot = path.parent / "img" / f"fault-matrix-{run.scale}.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot.write_bytes(run.plot.read_bytes())
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"{DOC_START}\n_Scale `{run.scale}`, run {run.run_dir.name}, {when}; "
+             f"{'nothing lost' if run.passed else 'IMAGES LOST'}._\n\n{markdown_table(run.summary)}\n\n"
+             f"![recovery per case]({plot.relative_to(path.parent).as_posix()})\n{DOC_END}")
+    text = path.read_text() if path.exists() else f"# Reliability\n\n{DOC_START}\n{DOC_END}\n"
+    if DOC_START not in text or DOC_END not in text:
+        raise LabConfigError(f"{path} has no '{DOC_START}' ... '{DOC_END}' markers. Fix: add them where the "
+                             "results table should go.")
+    head, rest = text.split(DOC_START, 1)
+    path.write_text(head + block + rest.split(DOC_END, 1)[1])
+    return path

@@ -1,0 +1,459 @@
+"""The event-driven image pipeline: stand it up, check it end to end, tear it down.
+
+``stand_up`` makes the buckets, deploys the ``resize`` action and Node-RED's flow
+(``stack/nodered/flows.json``) with this run's settings as the flow tab's env
+properties; endpoints and secrets reach the flow only through Node-RED's process
+environment (``NodeRed.environment()``), never through the flow JSON.
+
+Example:
+    >>> stand_up(lab)                    # doctest: +SKIP
+    >>> verify(lab)["duration_ms"]       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pandas as pd
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from minio.error import S3Error
+
+from labkit.errors import LabConfigError, ServiceError
+from labkit.faas.client import FaasError, OpenWhiskClient
+from labkit.pipeline.images import generate_pool
+from labkit.stack.lab import Lab
+from labkit.pipeline.metrics import load_metrics
+from labkit.stack.services.storage import (
+    READ_OBJECTS,
+    TOPIC,
+    WRITE_OBJECTS,
+    bucket_policy,
+    ensure_action_account,
+)
+from labkit.pipeline.upload import metrics_path, upload_one, wait_for
+from labkit.stack.versions import STACK_DIR
+
+__all__ = ["RetryPolicy", "deploy_action", "load", "metrics_path", "stand_up", "tear_down", "verify"]
+
+ACTION = "resize"
+ACTION_FILE = STACK_DIR / "actions" / "resize.py"
+FLOWS_FILE = STACK_DIR / "nodered" / "flows.json"
+SOURCE_BUCKET, OUTPUT_BUCKET, FAILED_BUCKET = "dit247", "dit247c", "dit247-failed"
+BUCKETS = (SOURCE_BUCKET, OUTPUT_BUCKET, FAILED_BUCKET)
+# All the resize action's store account may do, as bucket policies: read the originals,
+# write the outputs and the dead letters. Every other bucket and action is denied to it
+# (see labkit.stack.services.storage for what versitygw enforces and what it cannot express).
+ACTION_GRANTS: dict[str, tuple[str, ...]] = {SOURCE_BUCKET: READ_OBJECTS, OUTPUT_BUCKET: WRITE_OBJECTS,
+                                             FAILED_BUCKET: WRITE_OBJECTS}
+TAB_ID = "pl_tab"
+CONSUMER_GROUP = "nodered-pipeline"
+# Big photos need the memory; 4 workers share the machine's cores.
+ACTION_LIMITS = {"memory": 512, "timeout": 60_000, "concurrency": 4}
+CONSUMER_READY_TIMEOUT_S = 45.0
+PROBE_WAIT_S = 2.0
+EVENT_SCAN_RECORDS = 500
+
+
+@cache
+def action_module() -> ModuleType:
+    """The resize action, imported by path the way a runner loads it (its ``output_key`` is the
+    rule for output names; its ``resize_image`` the bare work per image)."""
+    name = "labkit_resize_action"
+    spec = importlib.util.spec_from_file_location(name, ACTION_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses in the action look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the flow retries a failed upload or invoke (the ``retry`` subflow).
+
+    Attributes:
+        policy: ``none``, ``fixed`` (``base_ms`` between attempts) or ``exponential``
+            (full jitter: a random sleep up to ``min(cap_ms, base_ms * 2**attempt)``).
+        max_attempts: Attempts in all, the first included.
+        base_ms: Base delay.
+        cap_ms: Longest delay.
+        deadline_s: No attempt starts later than this after the first.
+    """
+
+    policy: str = "exponential"
+    max_attempts: int = 10
+    base_ms: int = 200
+    cap_ms: int = 5000
+    deadline_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("none", "fixed", "exponential"):
+            raise LabConfigError(f"retry policy must be none, fixed or exponential, got {self.policy!r}")
+        if self.max_attempts < 1 or self.base_ms < 0 or self.cap_ms < 0 or self.deadline_s <= 0:
+            raise LabConfigError(f"retry limits must be positive: {self}")
+
+    def tab_env(self) -> dict[str, Any]:
+        return {"RETRY_POLICY": self.policy, "RETRY_MAX_ATTEMPTS": self.max_attempts,
+                "RETRY_BASE_MS": self.base_ms, "RETRY_CAP_MS": self.cap_ms,
+                "RETRY_DEADLINE_MS": round(self.deadline_s * 1000)}
+
+
+# ---------------------------------------------------------------- stand up
+
+
+def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int = 8,
+             retry: RetryPolicy = RetryPolicy(), action_concurrency: int = ACTION_LIMITS["concurrency"],
+             consumer_concurrency: int = 1) -> None:
+    """Make the pipeline run on a started lab; idempotent (run it again to change settings).
+
+    Creates the buckets, deploys the ``resize`` action, deploys the flow (other
+    Node-RED tabs are kept) and waits until its Kafka consumer is live, so images
+    uploaded right after this returns are not missed. The settings become the tab's env
+    properties ``SLA_THRESHOLD_MS``, ``MAX_INFLIGHT`` and ``RETRY_*``.
+
+    A redeploy drops the images then in flight (the consumer commits a record when it
+    hands it to the flow), so wait for those first (:func:`labkit.pipeline.upload.wait_for`).
+
+    Args:
+        lab: A lab whose services are up.
+        sla_threshold_s: Alert threshold; default ``lab.ctx.config.sla_threshold_s``.
+        max_inflight: Events being processed at once (the consumer's back-pressure bound).
+        retry: Retry policy of uploads and invokes.
+        action_concurrency: Activations of the action at once (its ``concurrency`` limit: warm workers).
+        consumer_concurrency: Partitions of the topic the flow's consumer handles at once (the
+            tab's env ``KAFKA_PARTITIONS_CONCURRENTLY``; matters with more than one partition).
+
+    Raises:
+        LabConfigError: A bad setting.
+        ServiceError: A service refused (storage, faas, nodered), or the consumer did not start.
+    """
+    threshold_s = lab.ctx.config.sla_threshold_s if sla_threshold_s is None else sla_threshold_s
+    if threshold_s <= 0 or not 1 <= max_inflight <= 256:
+        raise LabConfigError(f"need sla_threshold_s > 0 and 1 <= max_inflight <= 256, got {threshold_s}, "
+                             f"{max_inflight}")
+    if not 1 <= action_concurrency <= 64 or not 1 <= consumer_concurrency <= 64:
+        raise LabConfigError(f"need 1 <= action_concurrency <= 64 and 1 <= consumer_concurrency <= 64, got "
+                             f"{action_concurrency}, {consumer_concurrency}")
+    ensure_buckets(lab)
+    deploy_action(lab, concurrency=action_concurrency, prewarm=True)
+    deploy_flow(lab, {"SLA_THRESHOLD_MS": round(threshold_s * 1000, 3), "MAX_INFLIGHT": max_inflight,
+                      "KAFKA_PARTITIONS_CONCURRENTLY": consumer_concurrency, **retry.tab_env()})
+    wait_for_consumer(lab)
+
+
+def ensure_buckets(lab: Lab) -> None:
+    """Create the pipeline's buckets that do not exist yet, and grant the action its share of them.
+
+    The action's account is (re)provisioned first: a bucket policy may only name an
+    existing account, and the compose backend has no start hook that would have made it.
+
+    Raises:
+        ServiceError: storage refused.
+    """
+    s3 = lab.s3()
+    ensure_action_account(lab.endpoints["storage"], lab.ctx.secrets)
+    principal = lab.ctx.secrets.action_access_key.get_secret_value()
+    try:
+        for bucket in BUCKETS:
+            if not s3.bucket_exists(bucket):
+                s3.make_bucket(bucket)
+        for bucket, actions in ACTION_GRANTS.items():
+            s3.set_bucket_policy(bucket, bucket_policy(bucket, principal, actions))
+    except (S3Error, OSError) as e:
+        raise ServiceError(f"storage refused to create the pipeline's buckets or their policies: {e}. "
+                           "Hint: `labkit status`; `labkit logs storage`.") from e
+
+
+def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMITS["concurrency"],
+                  prewarm: bool = False) -> dict[str, Any]:
+    """(Re)deploy the ``resize`` action with its S3 endpoints, credentials and allowed buckets bound.
+
+    The credentials are the action's own store account (:data:`ACTION_GRANTS`), not root.
+
+    An unchanged action is left alone unless ``force``. An update retires the old warm
+    workers, so the next call is a cold start; unless ``prewarm``: its annotation has the
+    runner start ``concurrency`` workers with the code loaded at once (and keep them), so
+    no image pays a cold start. :func:`stand_up` pre-warms.
+
+    Returns:
+        The action's name, version and limits (never its bound parameters: they hold credentials).
+    """
+    s = lab.ctx.secrets
+    # The action reads and writes through the action-store hop (the storage-out gateway,
+    # which shares the data root and sends no events for reads).
+    store = lab.backend.hop_url("action-store")
+    params = {"s3_endpoint": store, "s3_out_endpoint": store,
+              "s3_access_key": s.action_access_key.get_secret_value(),
+              "s3_secret_key": s.action_secret_key.get_secret_value(), "target_bucket": OUTPUT_BUCKET,
+              "allowed_source_buckets": [SOURCE_BUCKET], "allowed_target_buckets": [OUTPUT_BUCKET]}
+    code = ACTION_FILE.read_text()
+    limits = {**ACTION_LIMITS, "concurrency": concurrency}
+    try:
+        with lab.faas() as faas:
+            annotations = {"prewarm": prewarm}
+            if force or not _action_matches(faas, code, params, limits, annotations):
+                faas.put_action(ACTION, code, params=params, limits=limits, annotations=annotations)
+            action = faas.get_action(ACTION)
+    except (FaasError, httpx.HTTPError) as e:
+        raise ServiceError(f"faas refused the {ACTION} action: {e}. Hint: `labkit logs faas`.") from e
+    return {k: action[k] for k in ("name", "version", "limits")}
+
+
+def _action_matches(faas: OpenWhiskClient, code: str, params: dict[str, Any], limits: dict[str, int],
+                    annotations: dict[str, Any]) -> bool:
+    """Whether the deployed action already has this code, bound parameters, limits and annotations."""
+    try:
+        action = faas.get_action(ACTION)
+    except FaasError as e:
+        if e.status == 404:
+            return False
+        raise
+    deployed = action.get("limits", {})
+    noted = {a["key"]: a["value"] for a in action.get("annotations", [])}
+    return (action.get("exec", {}).get("code") == code
+            and {p["key"]: p["value"] for p in action.get("parameters", [])} == params
+            and all(deployed.get(k) == v for k, v in limits.items())
+            and all(noted.get(k, False) == v for k, v in annotations.items()))
+
+
+def pipeline_flows(tab_env: dict[str, Any]) -> list[dict]:
+    """``flows.json`` with ``tab_env`` set as the pipeline tab's env properties."""
+    flows = json.loads(FLOWS_FILE.read_text())
+    tab = next(n for n in flows if n["id"] == TAB_ID)
+    env = {e["name"]: e for e in tab.get("env", [])}
+    for name, value in tab_env.items():
+        kind = "str" if isinstance(value, str) else "num"
+        env[name] = {"name": name, "value": str(value), "type": kind}
+    tab["env"] = list(env.values())
+    return flows
+
+
+def deploy_flow(lab: Lab, tab_env: dict[str, Any]) -> bool:
+    """Replace the pipeline's nodes in Node-RED with ``flows.json`` (other tabs stay).
+
+    A flow that is already deployed with these settings is left alone: a redeploy restarts
+    the Kafka consumer (a group rejoin of a few seconds) and drops the images in flight.
+
+    Returns:
+        Whether it deployed.
+    """
+    ours = pipeline_flows(tab_env)
+    with lab.nodered() as admin:
+        current, rev = admin.flows_with_rev()
+        if _deployed(current, ours):
+            return False
+        admin.deploy(_without(current, ours) + ours, rev=rev)
+    return True
+
+
+def _deployed(current: list[dict], ours: list[dict]) -> bool:
+    """Whether ``current`` holds exactly ``ours`` (credentials aside: Node-RED never returns them)."""
+    def plain(node: dict) -> dict:
+        return {k: v for k, v in node.items() if k != "credentials"}
+
+    ids = {n["id"] for n in ours}
+    mine = {n["id"]: plain(n) for n in current if n.get("id") in ids or n.get("z") in ids}
+    return mine == {n["id"]: plain(n) for n in ours}
+
+
+def _without(flows: list[dict], ours: list[dict]) -> list[dict]:
+    """``flows`` minus the nodes (and the contents of tabs and subflows) that ``ours`` defines."""
+    ids = {n["id"] for n in ours}
+    return [n for n in flows if n.get("id") not in ids and n.get("z") not in ids]
+
+
+def wait_for_consumer(lab: Lab, timeout_s: float = CONSUMER_READY_TIMEOUT_S) -> None:
+    """Block until the flow's Kafka consumer has committed past a probe record.
+
+    A new consumer group starts at the topic's end, so events produced before it has
+    joined would be skipped. The probe is an ``s3:TestEvent`` that the flow ignores.
+
+    Raises:
+        ServiceError: The consumer did not get past a probe in time.
+    """
+    bootstrap = lab.kafka_bootstrap
+    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="labkit-probe")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-probe")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            probe = {"Event": "s3:TestEvent", "Service": "labkit-probe",
+                     "Time": datetime.now(UTC).isoformat()}
+            sent = producer.send(TOPIC, json.dumps(probe).encode()).get(timeout=10)
+            until = time.monotonic() + PROBE_WAIT_S
+            while time.monotonic() < until:
+                if _committed(admin, sent.partition) > sent.offset:
+                    return
+                time.sleep(0.2)
+    finally:
+        producer.close()
+        admin.close()
+    raise ServiceError(f"Node-RED's Kafka consumer (group {CONSUMER_GROUP}) did not consume topic {TOPIC} within "
+                       f"{timeout_s:.0f} s of the deploy. Hint: `labkit logs nodered` (look for kafka errors).")
+
+
+def _committed(admin: KafkaAdminClient, partition: int) -> int:
+    """The group's committed offset on ``partition`` of the topic, -1 when none (or not known yet:
+    on a fresh broker the group coordinator takes a moment to be elected and loaded)."""
+    try:
+        if hasattr(admin, "list_group_offsets"):  # kafka-python 3
+            offsets = admin.list_group_offsets({CONSUMER_GROUP: None}).get(CONSUMER_GROUP, {})
+        else:
+            offsets = admin.list_consumer_group_offsets(CONSUMER_GROUP)
+    except KafkaError as e:
+        if e.retriable:
+            return -1
+        raise ServiceError(f"Kafka refused the offsets of group {CONSUMER_GROUP}: {e}. "
+                           "Hint: `labkit logs kafka`.") from e
+    committed = offsets.get(TopicPartition(TOPIC, partition))
+    return committed.offset if committed is not None else -1
+
+
+# ---------------------------------------------------------------- tear down
+
+
+def tear_down(lab: Lab) -> None:
+    """Remove the pipeline's flow (tab, subflow, config nodes) and the action; buckets and data stay."""
+    ours = json.loads(FLOWS_FILE.read_text())
+    with lab.nodered() as admin:
+        current, rev = admin.flows_with_rev()
+        admin.deploy(_without(current, ours), rev=rev)
+    try:
+        with lab.faas() as faas:
+            faas.delete_action(ACTION)
+    except FaasError as e:
+        if e.status != 404:
+            raise ServiceError(f"faas refused to delete the {ACTION} action: {e}") from e
+
+
+# ---------------------------------------------------------------- results
+
+
+def load(lab: Lab) -> pd.DataFrame:
+    """The metrics file as a table, one row per image (see :func:`labkit.pipeline.metrics.load_metrics`)."""
+    return load_metrics(metrics_path(lab))
+
+
+# ---------------------------------------------------------------- verify
+
+
+def verify(lab: Lab, timeout_s: float = 30.0) -> dict:
+    """Send one image through the whole pipeline and return its metrics row.
+
+    Raises:
+        ServiceError: The image did not come through; the message names the first hop
+            without evidence (upload -> storage, event -> kafka, consume/invoke ->
+            nodered/faas, output -> storage-out, webhook -> nodered metrics).
+    """
+    image = generate_pool(1, seed=247, sizes=[(800, 600)], mix={"jpeg": 1.0})[0]
+    key, trace_id = f"verify/{uuid.uuid4().hex[:12]}.jpg", uuid.uuid4().hex
+    with httpx.Client(base_url=lab.endpoints["nodered"], timeout=timeout_s + 30) as http:
+        sent = upload_one(http, key, image.data, image.content_type, trace_id)
+    if sent["status"] != 200:
+        hop = "nodered (its /upload endpoint)" if sent["status"] in (None, 404) else "upload -> storage"
+        raise ServiceError(f"verify: the upload hop failed ({hop}): HTTP {sent['status']}: {sent['error']}. "
+                           "Hint: `labkit status`; is the flow deployed (`pipeline.stand_up(lab)`)?")
+    try:
+        row = wait_for(lab, [key], timeout_s).iloc[0].to_dict()
+    except ServiceError as e:
+        raise ServiceError(f"verify: {key} did not come through within {timeout_s:.0f} s: {_diagnose(lab, key)}") from e
+    if row["outcome"] != "ok":
+        raise ServiceError(f"verify: the invoke hop (faas, action {ACTION}) failed for {key}: "
+                           f"{row.get('code')}: {row.get('error')}")
+    return row
+
+
+def _diagnose(lab: Lab, key: str) -> str:
+    """The first hop of ``key``'s journey that left no evidence, as a sentence."""
+    checks = (_check_stored, _check_event, _check_invoked, _check_output)
+    found: dict[str, Any] = {}
+    for check in checks:
+        problem = check(lab, key, found)
+        if problem:
+            return problem
+    return ("the webhook hop (storage-out -> nodered -> metrics file) failed: the output "
+            f"{OUTPUT_BUCKET}/{found['key_out']} exists but Node-RED wrote no metrics line. "
+            "Hint: `labkit logs storage-out`; `labkit logs nodered`.")
+
+
+def _check_stored(lab: Lab, key: str, found: dict) -> str | None:
+    try:
+        lab.s3().stat_object(SOURCE_BUCKET, key)
+    except (S3Error, OSError) as e:
+        return f"the upload hop (nodered -> storage) failed: {SOURCE_BUCKET}/{key} is not stored ({e})."
+    return None
+
+
+def _check_event(lab: Lab, key: str, found: dict) -> str | None:
+    try:
+        seen = _event_seen(lab.kafka_bootstrap, key)
+    except Exception as e:  # noqa: BLE001 - kafka-python raises many types when the broker is gone
+        return f"the event hop (storage -> kafka) cannot be checked: Kafka is unreachable ({e}). Hint: `labkit status`."
+    if not seen:
+        return (f"the event hop (storage -> kafka) failed: no ObjectCreated event for {key} in topic {TOPIC}. "
+                "Hint: `labkit logs storage`; `labkit logs kafka`.")
+    return None
+
+
+def _event_seen(bootstrap: str, key: str) -> bool:
+    """Whether one of the topic's last records is an S3 event naming ``key``."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
+    try:
+        partitions = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC) or ()]
+        consumer.assign(partitions)
+        for tp, end in consumer.end_offsets(partitions).items():
+            consumer.seek(tp, max(0, end - EVENT_SCAN_RECORDS))
+        for record in consumer:
+            if record.value and key in _event_keys(record.value):
+                return True
+        return False
+    finally:
+        consumer.close()
+
+
+def _event_keys(value: bytes) -> set[str]:
+    try:
+        event = json.loads(value)
+        return {r["s3"]["object"]["key"] for r in event.get("Records", [])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _check_invoked(lab: Lab, key: str, found: dict) -> str | None:
+    try:
+        with lab.faas() as faas:
+            records = faas.list_activations(name=ACTION, limit=200, docs=True)
+    except (FaasError, httpx.HTTPError) as e:
+        return (f"the consume/invoke hop (nodered -> faas) failed: the FaaS API is unreachable ({e}), so Node-RED "
+                f"cannot invoke {ACTION}. Hint: `labkit status`; `labkit start faas`.")
+    for record in records:
+        result = (record.get("response") or {}).get("result") or {}
+        if result.get("key") == key:
+            found["key_out"] = result.get("key_out")
+            if not record["response"].get("success"):
+                error = result.get("error") or {}
+                return f"the invoke hop (faas) failed: {ACTION} answered {error.get('code')}: {error.get('message')}."
+            return None
+        if (result.get("error") or {}).get("key") == key:
+            error = result["error"]
+            return f"the invoke hop (faas) failed: {ACTION} answered {error.get('code')}: {error.get('message')}."
+    return (f"the consume/invoke hop (nodered -> faas) failed: Kafka has the event but faas has no {ACTION} "
+            "activation for it. Hint: `labkit logs nodered` (consumer, invoke errors); `labkit logs faas`.")
+
+
+def _check_output(lab: Lab, key: str, found: dict) -> str | None:
+    try:
+        lab.s3("storage-out").stat_object(OUTPUT_BUCKET, found["key_out"])
+    except (S3Error, OSError) as e:
+        return f"the output hop (faas -> storage-out) failed: {OUTPUT_BUCKET}/{found['key_out']} is missing ({e})."
+    return None

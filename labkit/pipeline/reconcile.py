@@ -1,0 +1,244 @@
+"""Reconciliation: find the images the pipeline silently lost, and send them through again.
+
+The store's events are best-effort. versitygw hands each ObjectCreated event to its Kafka
+writer, which retries for a few seconds and then drops it (``failed to send kafka event`` in
+the ``storage`` log); the upload itself had already succeeded. Nothing downstream ever
+hears of such an image: no retry policy can help, because no hop failed *visibly*.
+
+The cure is an end-to-end check that does not trust the events: compare what is in the
+source bucket ``dit247`` with what came out in ``dit247c`` and with the dead-letter records,
+and republish a synthetic ObjectCreated event (the same JSON shape versitygw sends) for every
+source object that has neither. This is what S3 inventory reports plus a "sweeper" job do
+in production systems.
+
+Example:
+    >>> reconcile(lab, prefix="exp/run1/")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pandas as pd
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from minio.error import S3Error
+
+from labkit.errors import LabConfigError, ServiceError
+from labkit.stack.lab import Lab
+from labkit.pipeline.metrics import read_lines
+from labkit.pipeline.deploy import OUTPUT_BUCKET, SOURCE_BUCKET, action_module
+from labkit.stack.services.storage import TOPIC
+from labkit.pipeline.upload import metrics_path
+
+DLQ_TOPIC = "dit247-dlq"
+OUTPUT_FORMAT = "JPEG"  # the flow invokes the action without a format: its default
+RECONCILE_COLUMNS = ("key", "state", "action", "key_out", "last_modified_ms")
+STATES = ("processed", "unrecorded", "dead_lettered", "missing", "young")
+# An output younger than this may still be getting its metrics line: the flow waits a few
+# seconds for the store's webhook, then checks the output itself (WEBHOOK_GRACE_MS).
+RECORD_GRACE_S = 15.0
+# Without a prefix or a time bound, refuse to scan more than this many source objects.
+MAX_KEYS = 10_000
+ORIGIN = "labkit-reconcile"  # marks synthetic events (principal, request id, configuration id)
+
+
+def output_key(key: str) -> str:
+    """Where the action writes the output of source ``key`` (its documented output-key rule)."""
+    return action_module().output_key(key, OUTPUT_FORMAT)
+
+
+def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool = True, *, prefix: str = "",
+              grace_s: float = 10.0, max_keys: int = MAX_KEYS, record_grace_s: float = RECORD_GRACE_S
+              ) -> pd.DataFrame:
+    """Compare the source bucket with the outputs and the dead letters; republish what is missing.
+
+    Each source object (under ``prefix``, modified at or after ``since``) gets one state:
+
+    - ``processed``: its output (the action's output-key rule) is in ``dit247c`` (two sources
+      that map to one output, ``cat.png`` and ``cat.gif``, count as processed once either is);
+    - ``unrecorded``: its output is there, older than ``record_grace_s``, but no metrics line
+      names the key: the image was resized, yet the measurement lost it (the flow was
+      redeployed or restarted between the invoke and its record);
+    - ``dead_lettered``: a metrics line with outcome ``error`` or a ``dit247-dlq`` record names it;
+    - ``young``: modified less than ``grace_s`` ago, so it may still be on its way (left alone);
+    - ``missing``: none of the above: the pipeline lost it.
+
+    A missing or unrecorded object is republished (action ``republished``) as a synthetic
+    ObjectCreated event on topic ``dit247``, or reported only (action ``dry_run``) when
+    ``republish`` is False. The action is idempotent, so an unrecorded image is resized
+    again onto the same output key and then recorded. Every other state has action ``none``.
+
+    Args:
+        lab: The running lab.
+        since: Only objects modified at or after this (an aware datetime, or epoch milliseconds).
+        republish: Send events for missing objects; False only reports them.
+        prefix: Only keys starting with this (an experiment's run prefix).
+        grace_s: Objects younger than this are not judged yet.
+        max_keys: Refuse to scan more source objects than this.
+        record_grace_s: Outputs younger than this are not judged unrecorded yet.
+
+    Returns:
+        One row per source object: ``key, state, action, key_out, last_modified_ms``.
+
+    Raises:
+        LabConfigError: More than ``max_keys`` objects match (narrow with ``prefix``/``since``).
+        ServiceError: The store or Kafka refused.
+    """
+    since_ms = _epoch_ms(since)
+    sources = _sources(lab, prefix, since_ms, max_keys)
+    outputs = _outputs(lab, prefix)
+    lines = read_lines(metrics_path(lab))  # read once: dead letters and recorded keys both come from it
+    dead = dead_letter_keys(lab, since_ms, lines)
+    recorded = {row["key"] for row in lines if isinstance(row.get("key"), str)}
+    now_ms = time.time() * 1000
+    rows = []
+    for key, (modified_ms, size, etag) in sources.items():
+        out_ms = outputs.get(output_key(key))
+        settled = out_ms is not None and now_ms - out_ms >= max(grace_s, record_grace_s) * 1000
+        state = ("unrecorded" if settled and key not in recorded else "processed" if out_ms is not None
+                 else "dead_lettered" if key in dead
+                 else "young" if now_ms - modified_ms < grace_s * 1000 else "missing")
+        rows.append({"key": key, "state": state, "action": "none", "key_out": output_key(key),
+                     "last_modified_ms": modified_ms, "size": size, "etag": etag})
+    table = pd.DataFrame(rows, columns=[*RECONCILE_COLUMNS, "size", "etag"])
+    missing = table["state"].isin(["missing", "unrecorded"])
+    if republish and missing.any():
+        publish_events(lab, table[missing].itertuples())
+    table.loc[missing, "action"] = "republished" if republish else "dry_run"
+    return table[list(RECONCILE_COLUMNS)]
+
+
+def _epoch_ms(since: datetime | float | None) -> float | None:
+    if since is None:
+        return None
+    if isinstance(since, datetime):
+        if since.tzinfo is None:
+            raise LabConfigError("since must be timezone-aware (e.g. datetime.now(UTC)) or epoch milliseconds.")
+        return since.timestamp() * 1000
+    return float(since)
+
+
+def _sources(lab: Lab, prefix: str, since_ms: float | None, max_keys: int) -> dict[str, tuple[float, int, str]]:
+    """Source objects: key -> (last modified ms, size, ETag)."""
+    found: dict[str, tuple[float, int, str]] = {}
+    try:
+        for obj in lab.s3().list_objects(SOURCE_BUCKET, prefix=prefix or None, recursive=True):
+            modified_ms = obj.last_modified.timestamp() * 1000
+            if since_ms is not None and modified_ms < since_ms - 1000:  # S3 times have 1 s resolution
+                continue
+            if len(found) >= max_keys:
+                raise LabConfigError(f"More than {max_keys} objects in {SOURCE_BUCKET} match prefix {prefix!r} "
+                                     "and since. Fix: narrow them with prefix= or since=, or raise max_keys.")
+            found[obj.object_name] = (modified_ms, obj.size, (obj.etag or "").strip('"'))
+    except (S3Error, OSError) as e:
+        raise ServiceError(f"reconcile: listing {SOURCE_BUCKET} failed: {e}. Hint: `labkit status`.") from e
+    return found
+
+
+def _outputs(lab: Lab, prefix: str) -> dict[str, float]:
+    """Output keys in ``dit247c`` under ``prefix`` (the rule keeps a key's prefix) -> last modified ms."""
+    try:
+        return {o.object_name: o.last_modified.timestamp() * 1000
+                for o in lab.s3("storage-out").list_objects(OUTPUT_BUCKET, prefix=prefix or None, recursive=True)}
+    except (S3Error, OSError) as e:
+        raise ServiceError(f"reconcile: listing {OUTPUT_BUCKET} failed: {e}. Hint: `labkit status`.") from e
+
+
+def dead_letter_keys(lab: Lab, since_ms: float | None = None, lines: list[dict] | None = None) -> set[str]:
+    """Keys with a dead-letter record: metrics lines of outcome ``error`` and ``dit247-dlq`` records.
+
+    (``malformed`` records name no key: a record nobody could read cannot be matched to an object.)
+    ``lines``: the metrics file's lines, when the caller has read them already.
+    """
+    lines = read_lines(metrics_path(lab)) if lines is None else lines
+    keys = {row["key"] for row in lines if row.get("outcome") == "error" and isinstance(row.get("key"), str)}
+    return keys | _dlq_keys(lab.kafka_bootstrap, since_ms)
+
+
+def _dlq_keys(bootstrap: str, since_ms: float | None) -> set[str]:
+    """Keys named by the DLQ's JSON records (from ``since_ms`` on), read once up to the current end."""
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000,
+                                 client_id=f"labkit-reconcile-{uuid.uuid4().hex[:6]}")
+    except KafkaError as e:
+        raise ServiceError(f"reconcile: Kafka is unreachable ({e}), so the DLQ cannot be read. "
+                           "Hint: `labkit start kafka`.") from e
+    try:
+        partitions = [TopicPartition(DLQ_TOPIC, p) for p in consumer.partitions_for_topic(DLQ_TOPIC) or ()]
+        if not partitions:
+            return set()
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.offsets_for_times({tp: int(since_ms) for tp in partitions}) if since_ms else {}
+        for tp in partitions:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found else (ends[tp] if since_ms else 0))
+        return {k for record in _until(consumer, ends) if (k := _dlq_key(record.value))}
+    finally:
+        consumer.close()
+
+
+def _until(consumer: KafkaConsumer, ends: dict[TopicPartition, int]) -> Iterable:
+    """Records up to ``ends`` (bounded: stops at the end offsets or after a 1 s lull)."""
+    if all(consumer.position(tp) >= end for tp, end in ends.items()):
+        return
+    for record in consumer:
+        yield record
+        if all(consumer.position(tp) >= end for tp, end in ends.items()):
+            return
+
+
+def _dlq_key(value: bytes | None) -> str | None:
+    try:
+        record = json.loads(value or b"")
+    except ValueError:
+        return None  # a malformed record, kept raw
+    key = record.get("key") if isinstance(record, dict) else None
+    return key if isinstance(key, str) else None
+
+
+# ---------------------------------------------------------------- republishing
+
+
+def object_created_event(key: str, size: int, etag: str, bucket: str = SOURCE_BUCKET) -> dict:
+    """An ObjectCreated:Put event in versitygw's JSON shape, marked as sent by labkit's reconciler."""
+    return {"Records": [{
+        "eventVersion": "2.2", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "eventName": "s3:ObjectCreated:Put",
+        "userIdentity": {"PrincipalId": ORIGIN}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": f"{ORIGIN}-{uuid.uuid4().hex[:12]}", "x-amz-id-2": ""},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": ORIGIN,
+               "bucket": {"name": bucket, "ownerIdentity": {"PrincipalId": ORIGIN}, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": key, "size": size, "eTag": f'"{etag}"', "versionId": None,
+                          "sequencer": f"{time.time_ns():X}"}},
+        "glacierEventData": {"restoreEventData": {"lifecycleRestorationExpiryTime": "",
+                                                  "lifecycleRestoreStorageClass": ""}},
+    }]}
+
+
+def publish_events(lab: Lab, objects: Iterable) -> int:
+    """Send one synthetic ObjectCreated event per object (rows with ``key``, ``size``, ``etag``) to ``dit247``.
+
+    Raises:
+        ServiceError: Kafka refused or is unreachable.
+    """
+    try:
+        producer = KafkaProducer(bootstrap_servers=lab.kafka_bootstrap, client_id=ORIGIN, acks="all")
+    except KafkaError as e:
+        raise ServiceError(f"reconcile: Kafka is unreachable ({e}); nothing was republished. "
+                           "Hint: `labkit start kafka`, then reconcile again.") from e
+    try:
+        sent = [producer.send(TOPIC, json.dumps(object_created_event(o.key, o.size, o.etag)).encode(), key=b"")
+                for o in objects]
+        for future in sent:
+            future.get(timeout=10)
+        return len(sent)
+    except KafkaError as e:
+        raise ServiceError(f"reconcile: publishing to {TOPIC} failed ({e}). Hint: `labkit logs kafka`.") from e
+    finally:
+        producer.close()

@@ -1,0 +1,138 @@
+"""One config object for the whole lab, read from ``LABKIT_*`` variables or ``.env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labkit.errors import LabConfigError
+
+# Default ports of the native stack. LABKIT_PORT_OFFSET shifts them all, so two
+# labs (a student's and the test suite's) can run side by side.
+DEFAULT_PORTS: dict[str, int] = {
+    "storage": 7070,
+    "storage-out": 7071,
+    "kafka": 9092,
+    "kafka-controller": 9093,
+    "faas": 3233,
+    "nodered": 1880,
+    "mail-smtp": 1025,
+    "mail-http": 8025,
+    "toxiproxy": 8474,
+    # Kafka's second listener, for clients that go through the store-kafka hop.
+    "kafka-proxied": 9094,
+    # Toxiproxy's listeners, one per hop of the pipeline (labkit.stack.hops).
+    "hop-client-store": 8481,
+    "hop-store-kafka": 8482,
+    "hop-nodered-faas": 8483,
+    "hop-action-store": 8484,
+    "hop-store-webhook": 8485,
+}
+
+
+# Where the kernel reads the ports it hands out to outgoing connections.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Linux's default, for systems that do not expose the file.
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
+
+
+def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's ephemeral port range (``low``, ``high``), inclusive.
+
+    A listener inside it can find its port taken by any outgoing connection, or by one
+    lingering in TIME-WAIT, so the lab keeps its ports out of it.
+    """
+    try:
+        low, high = (int(v) for v in path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+    return low, high
+
+
+def safe_offsets(ephemeral: tuple[int, int] | None = None) -> range:
+    """The offsets that keep every lab port in 1024..65535 and below the ephemeral range.
+
+    (Above it there is no room: the range ends near 61000 and the lab's ports span about 8000.)
+    """
+    low, _ = ephemeral or ephemeral_range()
+    return range(1024 - min(DEFAULT_PORTS.values()), low - max(DEFAULT_PORTS.values()))
+
+
+class LabConfig(BaseSettings):
+    """Settings of one lab instance.
+
+    Every field can be set as ``LABKIT_<FIELD>`` in the environment or in a
+    ``.env`` file in the working directory.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LABKIT_", env_file=".env", extra="ignore")
+
+    backend: str = "native"
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "labkit")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "labkit")
+    host: str = "127.0.0.1"
+    port_offset: int = 0
+    ready_timeout_s: float = 60.0
+    poll_interval_s: float = 0.2
+    stop_timeout_s: float = 10.0
+    sla_threshold_s: float = 10.0
+    # Remote backend: existing endpoints to point the lab at.
+    remote_s3_url: str | None = None
+    remote_s3_out_url: str | None = None
+    remote_kafka_bootstrap: str | None = None
+    remote_faas_url: str | None = None
+    remote_nodered_url: str | None = None
+    remote_mail_url: str | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("listeners bind to loopback only; set LABKIT_HOST=127.0.0.1")
+        return host
+
+    @field_validator("port_offset")
+    @classmethod
+    def _ports_in_range(cls, offset: int) -> int:
+        low, high = min(DEFAULT_PORTS.values()) + offset, max(DEFAULT_PORTS.values()) + offset
+        if low < 1024 or high > 65535:
+            raise ValueError(f"shifts ports to {low}..{high}; pick an offset that keeps them in 1024..65535")
+        eph_low, eph_high = ephemeral_range()
+        inside = sorted(p + offset for p in DEFAULT_PORTS.values() if eph_low <= p + offset <= eph_high)
+        if inside:
+            safe = safe_offsets((eph_low, eph_high))
+            raise ValueError(
+                f"puts port(s) {inside[0]}..{inside[-1]} inside the kernel's ephemeral port range "
+                f"{eph_low}-{eph_high} ({EPHEMERAL_RANGE_FILE}), where outgoing connections can take them; "
+                f"pick an offset in {safe.start}..{safe.stop - 1}, for example 10000")
+        return offset
+
+    def port(self, name: str) -> int:
+        """Return the port of a listener named in ``DEFAULT_PORTS``."""
+        return DEFAULT_PORTS[name] + self.port_offset
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+
+def load_config(**overrides: object) -> LabConfig:
+    """Build the config, turning validation errors into one clear message.
+
+    Raises:
+        LabConfigError: a ``LABKIT_*`` value is invalid.
+    """
+    try:
+        return LabConfig(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"LABKIT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()
+        )
+        raise LabConfigError(f"Invalid lab configuration: {problems}") from e

@@ -1,0 +1,117 @@
+"""Generated credentials: created on the first ``up``, kept 0600, never printed."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import stat
+import string
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel, SecretStr
+
+from labkit.errors import LabConfigError
+
+SECRETS_FILE = "secrets.json"
+
+
+class LabSecrets(BaseModel):
+    """Credentials of one lab instance. ``SecretStr`` keeps them out of reprs and logs."""
+
+    s3_access_key: SecretStr  # the store's root account: labkit, Node-RED
+    s3_secret_key: SecretStr
+    # The resize action's own store account, allowed only what it needs (labkit.pipeline.deploy.ACTION_GRANTS).
+    action_access_key: SecretStr
+    action_secret_key: SecretStr
+    faas_auth: SecretStr  # OpenWhisk's "uuid:key" form
+    nodered_user: str
+    nodered_password: SecretStr
+    nodered_credential_secret: SecretStr
+    webhook_token: SecretStr
+
+    @classmethod
+    def generate(cls) -> "LabSecrets":
+        return cls(
+            s3_access_key=SecretStr("lab" + secrets.token_hex(8)),
+            s3_secret_key=SecretStr(secrets.token_urlsafe(30)),
+            action_access_key=SecretStr("action" + secrets.token_hex(8)),
+            action_secret_key=SecretStr(secrets.token_urlsafe(30)),
+            faas_auth=SecretStr(f"{uuid.uuid4()}:{_alphanumeric(64)}"),  # OpenWhisk's key shape
+            nodered_user="labkit",
+            nodered_password=SecretStr(secrets.token_urlsafe(24)),
+            nodered_credential_secret=SecretStr(secrets.token_urlsafe(32)),
+            webhook_token=SecretStr(secrets.token_urlsafe(24)),
+        )
+
+    def secret_values(self) -> list[str]:
+        """Every secret value, for scrubbing output."""
+        return [v.get_secret_value() for _, v in self if isinstance(v, SecretStr)]
+
+    def as_plain_dict(self) -> dict[str, str]:
+        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in self}
+
+
+def _alphanumeric(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def load_or_create(data_dir: Path) -> LabSecrets:
+    """Return the lab's secrets, generating them (mode 0600) on first use.
+
+    A file from an older labkit gets the secrets it lacks added (and saved), so a lab
+    keeps its data and its other credentials. A lock makes concurrent callers agree.
+
+    Raises:
+        LabConfigError: the secrets file exists but is unreadable or malformed.
+    """
+    path = data_dir / SECRETS_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(data_dir / (SECRETS_FILE + ".lock")):
+        if not path.exists():
+            created = LabSecrets.generate()
+            _write_private(path, created)
+            return created
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            os.chmod(path, 0o600)  # someone loosened it; secrets stay private
+        return _read(path)
+
+
+def _read(path: Path) -> LabSecrets:
+    try:
+        stored = json.loads(path.read_text())
+        missing = {k: v for k, v in LabSecrets.generate() if k not in stored}
+        loaded = LabSecrets.model_validate({**stored, **missing})
+    except (ValueError, TypeError) as e:
+        raise LabConfigError(
+            f"The secrets file {path} is malformed. Fix: run `labkit down --wipe` to start over "
+            "with new credentials (this deletes the lab's data)."
+        ) from e
+    if missing:
+        _write_private(path, loaded)
+    return loaded
+
+
+def _write_private(path: Path, value: LabSecrets) -> None:
+    """Write atomically, 0600 from the first byte."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value.as_plain_dict(), f)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,67 @@
+"""The mail sink: Mailpit, with SMTP for the alerts and an HTTP API to read them."""
+
+from __future__ import annotations
+
+import httpx
+
+from labkit.errors import ServiceError
+from labkit.stack.install import GoBinary, InstallStep
+from labkit.stack.readiness import HttpReady, Readiness
+from labkit.stack.services.base import Service
+from labkit.stack.versions import pin
+
+
+class Mail(Service):
+    name = "mail"
+    pin_key = "mailpit"
+    port_names = ("mail-smtp", "mail-http")
+
+    def install_step(self) -> InstallStep:
+        p = pin("mailpit")
+        return GoBinary("mailpit", p["version"], package=p["go_package"], binary=p["binary"])
+
+    def command(self) -> list[str]:
+        binary = self.install_step().target(self.config.cache_dir) / "mailpit"
+        return [str(binary), "--smtp", f"{self.host}:{self.ports['mail-smtp']}",
+                "--listen", f"{self.host}:{self.ports['mail-http']}",
+                "--database", str(self.workdir / "mailpit.db"), "--disable-version-check",
+                "--smtp-auth-accept-any", "--smtp-auth-allow-insecure"]
+
+    def readiness(self) -> Readiness:
+        return HttpReady(f"{self.endpoint()}/readyz")
+
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.ports['mail-http']}"
+
+    def smtp(self) -> tuple[str, int]:
+        return self.host, self.ports["mail-smtp"]
+
+
+class Mailbox:
+    """Reads what the lab mailed, through Mailpit's HTTP API (``/api/v1``)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 5.0):
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def messages(self) -> list[dict]:
+        """Summaries of every stored message, newest first."""
+        return self._get("/api/v1/messages")["messages"]
+
+    def message(self, message_id: str) -> dict:
+        """One whole message: headers, text and HTML bodies."""
+        return self._get(f"/api/v1/message/{message_id}")
+
+    def search(self, query: str) -> list[dict]:
+        """Messages matching Mailpit's search syntax, e.g. ``subject:"SLA"``."""
+        return self._get("/api/v1/search", params={"query": query})["messages"]
+
+    def delete_all(self) -> None:
+        self.http.delete("/api/v1/messages").raise_for_status()
+
+    def _get(self, path: str, **kwargs) -> dict:
+        try:
+            response = self.http.get(path, **kwargs)
+            response.raise_for_status()
+        except httpx.HTTPError as e:
+            raise ServiceError(f"Mailpit API {path} failed: {e}. Hint: is the mail service up (`labkit status`)?") from e
+        return response.json()
