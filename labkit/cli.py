@@ -10,11 +10,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from labkit.core.progress import Reporter
+from labkit.errors import LabConfigError, LabError, ServiceError
 from labkit.stack.backends import Backend, ServiceStatus, get_backend
 from labkit.stack.backends.native import NativeBackend
 from labkit.stack.context import LabContext
-from labkit.errors import LabConfigError, LabError, ServiceError
-from labkit.core.progress import Reporter
 from labkit.stack.services import SERVICE_NAMES
 
 EXIT_CONFIG, EXIT_SERVICE = 2, 1
@@ -168,9 +168,9 @@ def load(rate_per_s: float, duration_s: float, images: int | None, prefix: str, 
     import math
     import uuid
 
+    from labkit.experiments.load import check_open_loop, run_open_loop
     from labkit.pipeline import deploy as pipeline
     from labkit.stack.lab import Lab
-    from labkit.experiments.load import check_open_loop, run_open_loop
 
     cap = images if images is not None else max(1, math.ceil(2 * rate_per_s * duration_s))
     check_open_loop(rate_per_s, cap, duration_s)  # bad input is refused before the lab is touched
@@ -248,8 +248,8 @@ def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
 def reliability(scale: str, only: tuple[str, ...], out_dir: str | None, doc: str | None, no_progress: bool) -> None:
     from pathlib import Path
 
-    from labkit.stack.lab import Lab
     from labkit.experiments.matrix import run_fault_matrix, write_doc
+    from labkit.stack.lab import Lab
 
     lab = Lab.from_env()
 

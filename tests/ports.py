@@ -23,8 +23,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from labkit.stack.config import DEFAULT_PORTS, safe_offsets
 from labkit.errors import LabConfigError
+from labkit.stack.config import DEFAULT_PORTS, safe_offsets
 from labkit.stack.process import port_owner
 
 # The labs of one test session, by the name the tests ask for.

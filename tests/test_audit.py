@@ -17,9 +17,9 @@ import pytest
 from labkit.pipeline import upload
 from labkit.pipeline.audit import AUDIT_STATES, CURE, _duplicates, audit
 from labkit.pipeline.images import bad_input_corpus, generate_pool
+from labkit.pipeline.reconcile import reconcile
 from labkit.stack.lab import Lab
 from labkit.stack.readiness import poll_until
-from labkit.pipeline.reconcile import reconcile
 from tests.support import DROPPED
 
 pytestmark = pytest.mark.stack

@@ -8,9 +8,9 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from labkit.experiments.bench import BenchParams, ratio_table, run_bench
 from labkit.cli import main
 from labkit.errors import LabConfigError
+from labkit.experiments.bench import BenchParams, ratio_table, run_bench
 from labkit.pipeline.metrics import STAGES
 
 

@@ -23,6 +23,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from labkit.errors import LabConfigError
+from labkit.pipeline.upload import metrics_path
 from labkit.stack.backends.compose import (
     COMPOSE_FILE,
     FIX,
@@ -43,12 +45,10 @@ from labkit.stack.backends.compose import (
 from labkit.stack.backends.native import NativeBackend
 from labkit.stack.config import DEFAULT_PORTS, LabConfig
 from labkit.stack.context import LabContext
-from labkit.errors import LabConfigError
 from labkit.stack.hops import HOP_NAMES, HOPS
 from labkit.stack.services import SERVICE_NAMES, SERVICE_TYPES
 from labkit.stack.services.nodered import MAX_BODY_BYTES, METRICS_FILE, NodeRed
 from labkit.stack.services.storage import TOPIC, WEBHOOK_PATH, Storage, StorageOut
-from labkit.pipeline.upload import metrics_path
 from labkit.stack.versions import STACK_DIR, pins
 
 COMPOSE_TEXT = COMPOSE_FILE.read_text()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from filelock import Timeout
 
-from labkit.stack.config import DEFAULT_PORTS, ephemeral_range, load_config, safe_offsets
 from labkit.errors import LabConfigError
+from labkit.stack.config import DEFAULT_PORTS, ephemeral_range, load_config, safe_offsets
 from tests import guard
 from tests.ports import LABS, claimed_plan, port_distances, slot_lock, slots
 

@@ -12,16 +12,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from labkit.experiments import run as experiment
-
-from labkit.pipeline import deploy as pipeline
+from labkit.analysis.report import RUN_FILES
 from labkit.cli import main
 from labkit.errors import LabConfigError
-from labkit.experiments.run import EXPERIMENTS_DIR, load_spec, run_experiment, run_matrix
+from labkit.experiments import run as experiment
 from labkit.experiments.faults import FaultInjector
+from labkit.experiments.run import EXPERIMENTS_DIR, load_spec, run_experiment, run_matrix
+from labkit.pipeline import deploy as pipeline
 from labkit.stack.lab import Lab
 from labkit.stack.readiness import poll_until
-from labkit.analysis.report import RUN_FILES
 
 TINY = {"name": "tiny", "load": {"kind": "open", "rate_per_s": 4, "images": 4, "max_duration_s": 10,
                                  "sizes": [[640, 480]]}, "seed": 2, "settle_s": 3}

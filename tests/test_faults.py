@@ -21,7 +21,6 @@ import httpx
 import psutil
 import pytest
 
-from labkit.stack import hops
 from labkit.errors import LabConfigError, ServiceError
 from labkit.experiments.faults import (
     FAULTS_FILE,
@@ -33,6 +32,7 @@ from labkit.experiments.faults import (
     repair,
     validate,
 )
+from labkit.stack import hops
 from labkit.stack.lab import Lab
 from tests.support import poll
 

@@ -18,8 +18,8 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import S3Error
 
-from labkit.pipeline import deploy as pipeline
 from labkit.errors import ServiceError
+from labkit.pipeline import deploy as pipeline
 from labkit.stack.lab import Lab
 from labkit.stack.services.storage import REGION, StoreAdmin
 

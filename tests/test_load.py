@@ -13,13 +13,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from labkit.experiments import load
-
-from labkit.pipeline import upload
 from labkit.cli import main
 from labkit.errors import LabConfigError
-from labkit.stack.lab import Lab
+from labkit.experiments import load
+from labkit.pipeline import upload
 from labkit.pipeline.metrics import load_metrics
+from labkit.stack.lab import Lab
 from labkit.stack.readiness import poll_until
 from tests.support import poll
 

@@ -22,16 +22,15 @@ import pytest
 from kafka import KafkaProducer
 from minio.error import S3Error
 
-from labkit.pipeline import deploy as pipeline
-
-from labkit.pipeline import upload
 from labkit.errors import ServiceError
+from labkit.experiments.faults import Fault, FaultInjector
 from labkit.experiments.run import drain, fresh_outputs
 from labkit.faas.client import FaasError
-from labkit.experiments.faults import Fault, FaultInjector
+from labkit.pipeline import deploy as pipeline
+from labkit.pipeline import upload
 from labkit.pipeline.images import bad_input_corpus, generate_pool
-from labkit.stack.lab import Lab
 from labkit.pipeline.metrics import STAMPS
+from labkit.stack.lab import Lab
 from labkit.stack.services.storage import TOPIC, WEBHOOK_PATH
 from tests.support import end_offsets, poll, read_from, read_output
 

@@ -10,13 +10,13 @@ import httpx
 import pytest
 from minio.error import S3Error
 
+from labkit.experiments.run import drain
 from labkit.pipeline import upload
 from labkit.pipeline.audit import audit
-from labkit.experiments.run import drain
 from labkit.pipeline.images import bad_input_corpus, generate_pool
+from labkit.pipeline.reconcile import object_created_event, output_key, reconcile
 from labkit.stack.lab import Lab
 from labkit.stack.readiness import poll_until
-from labkit.pipeline.reconcile import object_created_event, output_key, reconcile
 from tests.support import DROPPED
 
 pytestmark = pytest.mark.stack

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from labkit.cli import main
 from labkit.errors import LabConfigError
 from labkit.experiments.faults import HOPS
-from labkit.stack.lab import Lab
 from labkit.experiments.matrix import (
     DOC_END,
     DOC_START,
@@ -28,6 +27,7 @@ from labkit.experiments.matrix import (
     summarize,
     write_doc,
 )
+from labkit.stack.lab import Lab
 
 
 def test_the_matrix_covers_every_service_every_hop_and_a_restart() -> None:

@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from labkit.analysis import report
-
-from labkit.analysis import sla
+from labkit.analysis import report, sla
 from labkit.cli import main
 from labkit.errors import LabConfigError
 from labkit.pipeline.metrics import STAGES

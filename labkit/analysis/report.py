@@ -24,9 +24,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from matplotlib.figure import Figure
 
 from labkit.analysis import sla
-from labkit.stack.config import LabConfig, load_config
 from labkit.errors import LabConfigError
 from labkit.pipeline.metrics import STAGES
+from labkit.stack.config import LabConfig, load_config
 from labkit.stack.secrets import SECRETS_FILE, load_or_create
 
 RUN_FILES = ("results.csv", "probes.csv", "env.json")

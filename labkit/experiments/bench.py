@@ -28,7 +28,7 @@ import platform
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,16 +38,16 @@ import pandas as pd
 import psutil
 from tqdm.auto import tqdm
 
-from labkit.pipeline import deploy as pipeline
-from labkit.errors import LabConfigError
-from labkit.experiments.run import drain, git_revision
-from labkit.pipeline.images import PoolImage, generate_pool
-from labkit.stack.lab import Lab
-from labkit.experiments.load import run_closed_loop, run_open_loop
-from labkit.pipeline.metrics import STAGES, load_metrics
-from labkit.core.progress import QUIET, Reporter
 from labkit.analysis.sla import QUANTILE_METHOD
+from labkit.core.progress import QUIET, Reporter
+from labkit.errors import LabConfigError
+from labkit.experiments.load import run_closed_loop, run_open_loop
+from labkit.experiments.run import drain, git_revision
+from labkit.pipeline import deploy as pipeline
+from labkit.pipeline.images import PoolImage, generate_pool
+from labkit.pipeline.metrics import STAGES, load_metrics
 from labkit.pipeline.upload import metrics_path
+from labkit.stack.lab import Lab
 
 DEFAULT_OUT_DIR = Path("bench") / "results"
 BENCH_SIZE = (1920, 1080)

@@ -47,8 +47,8 @@ from tqdm.auto import tqdm
 
 from labkit.errors import LabConfigError
 from labkit.pipeline.images import PoolImage, generate_pool
-from labkit.stack.lab import Lab
 from labkit.pipeline.upload import UPLOAD_TIMEOUT_S, upload_one
+from labkit.stack.lab import Lab
 
 LOAD_COLUMNS = ("key", "trace_id", "t_sched_ms", "t_start_ms", "t_end_ms", "status_code", "attempts", "client_attempts",
                 "error", "t_upload_start", "t_uploaded", "bytes")

@@ -46,10 +46,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from labkit.pipeline import deploy as pipeline
-
 from labkit.analysis import report
 from labkit.errors import LabConfigError
+from labkit.experiments.faults import HOPS
+from labkit.experiments.load import start_open_loop
 from labkit.experiments.run import (
     ExperimentSpec,
     Prober,
@@ -60,9 +60,8 @@ from labkit.experiments.run import (
     settle,
     wait_until_recovered,
 )
-from labkit.experiments.faults import HOPS
+from labkit.pipeline import deploy as pipeline
 from labkit.stack.lab import Lab
-from labkit.experiments.load import start_open_loop
 
 # Services killed in turn (Toxiproxy is the fault tool itself; killing it is a blackhole on every hop).
 PROCESS_TARGETS = ("storage", "storage-out", "kafka", "nodered", "faas", "mail")

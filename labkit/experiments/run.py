@@ -54,21 +54,18 @@ from pydantic import (
 )
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from labkit.pipeline import deploy as pipeline
-
-from labkit.analysis import report
-
-from labkit.analysis import sla
+from labkit.analysis import report, sla
 from labkit.errors import LabConfigError
 from labkit.experiments.faults import Fault, FaultInjector, label, validate
-from labkit.stack.lab import Lab
 from labkit.experiments.load import LoadRun, now_ms, start_closed_loop, start_open_loop
-from labkit.pipeline.metrics import STAGES, load_metrics
+from labkit.pipeline import deploy as pipeline
 from labkit.pipeline.deploy import OUTPUT_BUCKET, RetryPolicy
+from labkit.pipeline.metrics import STAGES, load_metrics
 from labkit.pipeline.reconcile import RECORD_GRACE_S, output_key, reconcile
+from labkit.pipeline.upload import UPLOAD_PATH, UPLOAD_TIMEOUT_S, metrics_path
+from labkit.stack.lab import Lab
 from labkit.stack.services import SERVICE_NAMES
 from labkit.stack.services.storage import TOPIC
-from labkit.pipeline.upload import UPLOAD_PATH, UPLOAD_TIMEOUT_S, metrics_path
 from labkit.stack.versions import STACK_DIR
 
 EXPERIMENTS_DIR = STACK_DIR / "experiments"

@@ -5,28 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from labkit.core.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
-
-
-def _atomic_write(path: Path, data: str) -> None:
-    """Write ``data`` so that a crash leaves either the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ActionStore:
@@ -76,7 +64,7 @@ class ActionStore:
         """Store (create or replace) an action record."""
         path = self._path(record["namespace"], record["name"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(record))
+        atomic_write(path, json.dumps(record))
         self._actions[(record["namespace"], record["name"])] = record
 
     def delete(self, namespace: str, name: str) -> Record | None:

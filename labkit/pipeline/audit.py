@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from labkit.stack.lab import Lab
 from labkit.pipeline.metrics import read_lines
 from labkit.pipeline.reconcile import RECORD_GRACE_S, reconcile
 from labkit.pipeline.upload import metrics_path
+from labkit.stack.lab import Lab
 
 AUDIT_STATES = ("resized", "dead_lettered", "pending", "lost")
 # reconcile's state -> the audit's name for it

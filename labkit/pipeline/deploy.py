@@ -32,8 +32,9 @@ from minio.error import S3Error
 from labkit.errors import LabConfigError, ServiceError
 from labkit.faas.client import FaasError, OpenWhiskClient
 from labkit.pipeline.images import generate_pool
-from labkit.stack.lab import Lab
 from labkit.pipeline.metrics import load_metrics
+from labkit.pipeline.upload import metrics_path, upload_one, wait_for
+from labkit.stack.lab import Lab
 from labkit.stack.services.storage import (
     READ_OBJECTS,
     TOPIC,
@@ -41,7 +42,6 @@ from labkit.stack.services.storage import (
     bucket_policy,
     ensure_action_account,
 )
-from labkit.pipeline.upload import metrics_path, upload_one, wait_for
 from labkit.stack.versions import STACK_DIR
 
 __all__ = ["RetryPolicy", "deploy_action", "load", "metrics_path", "stand_up", "tear_down", "verify"]

@@ -29,11 +29,11 @@ from kafka.errors import KafkaError
 from minio.error import S3Error
 
 from labkit.errors import LabConfigError, ServiceError
-from labkit.stack.lab import Lab
-from labkit.pipeline.metrics import read_lines
 from labkit.pipeline.deploy import OUTPUT_BUCKET, SOURCE_BUCKET, action_module
-from labkit.stack.services.storage import TOPIC
+from labkit.pipeline.metrics import read_lines
 from labkit.pipeline.upload import metrics_path
+from labkit.stack.lab import Lab
+from labkit.stack.services.storage import TOPIC
 
 DLQ_TOPIC = "dit247-dlq"
 OUTPUT_FORMAT = "JPEG"  # the flow invokes the action without a format: its default

@@ -33,8 +33,8 @@ from tenacity import (
 
 from labkit.errors import LabConfigError, ServiceError
 from labkit.pipeline.images import PoolImage
-from labkit.stack.lab import Lab
 from labkit.pipeline.metrics import load_metrics
+from labkit.stack.lab import Lab
 from labkit.stack.services.nodered import METRICS_FILE
 
 UPLOAD_PATH = "/upload"

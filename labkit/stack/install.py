@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.errors import LabConfigError
 from labkit.core.progress import Reporter
+from labkit.errors import LabConfigError
 
 MANIFEST = ".labkit-manifest.json"
 

@@ -8,11 +8,11 @@ from urllib.parse import urlparse
 import pandas as pd
 from minio import Minio
 
-from labkit.stack.backends import Backend, ServiceStatus, get_backend
-from labkit.stack.context import LabContext
+from labkit.core.progress import QUIET, Reporter
 from labkit.faas.client import OpenWhiskClient
 from labkit.pipeline.nodered import NodeRedAdmin
-from labkit.core.progress import QUIET, Reporter
+from labkit.stack.backends import Backend, ServiceStatus, get_backend
+from labkit.stack.context import LabContext
 from labkit.stack.services.mail import Mailbox
 from labkit.stack.services.toxiproxy import ToxiproxyClient
 

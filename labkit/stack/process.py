@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from labkit.core.files import atomic_write
+
 
 @dataclass
 class ProcessRecord:
@@ -38,10 +40,7 @@ class ProcessTable:
         return self.run_dir / f"{name}.json"
 
     def save(self, record: ProcessRecord) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._path(record.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        tmp.replace(self._path(record.name))  # atomic: a crash never leaves half a file
+        atomic_write(self._path(record.name), json.dumps(asdict(record)))  # a crash never leaves half a file
 
     def load(self, name: str) -> ProcessRecord | None:
         """Return the record of a service whose process is still alive, clearing stale ones."""

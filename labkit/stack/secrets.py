@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
 import stat
 import string
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 
+from labkit.core.files import atomic_write, locked
 from labkit.errors import LabConfigError
 
 SECRETS_FILE = "secrets.json"
@@ -72,7 +70,7 @@ def load_or_create(data_dir: Path) -> LabSecrets:
     """
     path = data_dir / SECRETS_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(data_dir / (SECRETS_FILE + ".lock")):
+    with locked(data_dir / (SECRETS_FILE + ".lock")):
         if not path.exists():
             created = LabSecrets.generate()
             _write_private(path, created)
@@ -99,19 +97,4 @@ def _read(path: Path) -> LabSecrets:
 
 def _write_private(path: Path, value: LabSecrets) -> None:
     """Write atomically, 0600 from the first byte."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(value.as_plain_dict(), f)
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    atomic_write(path, json.dumps(value.as_plain_dict()))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import papermill as pm
 
+from labkit.core.progress import Reporter
 from labkit.errors import LabConfigError
 from labkit.stack.lab import Lab
-from labkit.core.progress import Reporter
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 

@@ -31,10 +31,10 @@ from labkit.experiments.faults import (
     FaultInjector,
     label,
 )
-from labkit.stack.lab import Lab
 from labkit.pipeline.metrics import load_metrics
-from labkit.stack.services import SERVICE_NAMES
 from labkit.pipeline.upload import metrics_path
+from labkit.stack.lab import Lab
+from labkit.stack.services import SERVICE_NAMES
 
 COLOURS = {"up": "#2e7d32", "paused": "#f9a825", "down": "#c62828", "unhealthy": "#c62828", "remote": "#1565c0"}
 CHART_POINTS = 300  # the newest images the chart shows

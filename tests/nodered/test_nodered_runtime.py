@@ -8,12 +8,11 @@ import time
 
 import httpx
 import pytest
+from nodered_flows import dashboard_flow, smoke_flow
+from nodered_support import SETTINGS, NodeRedEndpoint
 
 from labkit.pipeline.nodered import NodeRedAdmin, NodeRedError
 from labkit.stack.services.nodered import MAX_BODY_BYTES
-
-from nodered_support import SETTINGS, NodeRedEndpoint
-from nodered_flows import dashboard_flow, smoke_flow
 
 
 def token_request(base_url: str, username: str, password: str) -> httpx.Response:

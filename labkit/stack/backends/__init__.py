@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from labkit.core.progress import QUIET, Reporter
+from labkit.errors import LabConfigError
 from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.stack.backends.compose import ComposeBackend
 from labkit.stack.backends.native import NativeBackend
 from labkit.stack.backends.remote import RemoteBackend
 from labkit.stack.context import LabContext
-from labkit.errors import LabConfigError
-from labkit.core.progress import QUIET, Reporter
 
 BACKENDS: dict[str, type[Backend]] = {"native": NativeBackend, "compose": ComposeBackend, "remote": RemoteBackend}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 
+from labkit.core.progress import QUIET, Reporter
+from labkit.errors import LabConfigError
 from labkit.stack import hops
 from labkit.stack.context import LabContext
-from labkit.errors import LabConfigError
-from labkit.core.progress import QUIET, Reporter
 from labkit.stack.services import SERVICE_NAMES
 
 

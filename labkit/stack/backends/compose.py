@@ -23,12 +23,13 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from labkit.core.files import atomic_write
+from labkit.core.progress import QUIET, Reporter
+from labkit.errors import LabConfigError, ServiceError
 from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.stack.config import DEFAULT_PORTS
 from labkit.stack.context import LabContext
-from labkit.errors import LabConfigError, ServiceError
 from labkit.stack.hops import HOP_NAMES, HOPS, hop
-from labkit.core.progress import QUIET, Reporter
 from labkit.stack.services import SERVICE_NAMES, SERVICE_TYPES
 from labkit.stack.services.nodered import METRICS_FILE
 from labkit.stack.versions import STACK_DIR, pin
@@ -215,15 +216,8 @@ class ComposeBackend(Backend):
     def write_env_file(self) -> Path:
         """Write ``compose.env`` atomically, readable by its owner only (0600)."""
         path = self.env_file
-        path.parent.mkdir(parents=True, exist_ok=True)
         body = ENV_HEADER + "".join(f"{key}={_quote(value)}\n" for key, value in self.compose_env().items())
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, body)
 
     # -- internals -----------------------------------------------------------
     def _start_or_stop_again(self) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 import time
 
+from labkit.core.progress import QUIET, Reporter
+from labkit.errors import LabConfigError
 from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.stack.context import LabContext
-from labkit.errors import LabConfigError
 from labkit.stack.install import InstallStep, install, require_tools, verify_cache
 from labkit.stack.process import port_owner, terminate_process
-from labkit.core.progress import QUIET, Reporter
 from labkit.stack.readiness import poll_until
 from labkit.stack.services import SERVICE_TYPES, Service
 

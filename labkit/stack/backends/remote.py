@@ -5,8 +5,8 @@ There are no processes to control here, only endpoints to reach.
 
 from __future__ import annotations
 
-from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.errors import LabConfigError, ServiceError
+from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.stack.readiness import HttpReady, PortReady, Readiness
 
 # service -> the config field that holds its endpoint

@@ -12,11 +12,20 @@ from typing import ClassVar
 
 import psutil
 
-from labkit.stack.context import LabContext
 from labkit.errors import ServiceError
+from labkit.stack.context import LabContext
 from labkit.stack.install import InstallStep
-from labkit.stack.process import (ProcessRecord, ProcessTable, in_group, is_alive, is_paused, processes_in, spawn,
-                            signal_group, terminate)
+from labkit.stack.process import (
+    ProcessRecord,
+    ProcessTable,
+    in_group,
+    is_alive,
+    is_paused,
+    processes_in,
+    signal_group,
+    spawn,
+    terminate,
+)
 from labkit.stack.readiness import Readiness, poll_until
 from labkit.stack.versions import pin
 
