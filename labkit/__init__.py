@@ -6,8 +6,8 @@ The package is layered; each layer imports only the ones above it in this list:
 - ``labkit.stack``: config, secrets, services, backends and ``Lab``;
 - ``labkit.faas``: the OpenWhisk-compatible runner (a server, run as a service);
 - ``labkit.pipeline``: deploy, upload, metrics, Kafka offsets, reconcile, audit;
-- ``labkit.experiments``: load, faults, runs, the fault matrix, the benchmark;
 - ``labkit.analysis``: SLA verdicts and reports;
+- ``labkit.experiments``: load, faults, runs, the fault matrix, the benchmark;
 - ``labkit.teaching``: notebook helpers, widgets and the notebook runner;
 - ``labkit.cli``: the ``labkit`` command.
 
