@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from functools import wraps
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from labkit.core.progress import Reporter
-from labkit.errors import LabConfigError, LabError, ServiceError
+from labkit.errors import LabConfigError, LabError
 from labkit.stack.backends import Backend, ServiceStatus, get_backend
 from labkit.stack.backends.native import NativeBackend
 from labkit.stack.context import LabContext
@@ -24,37 +24,60 @@ def _backend() -> Backend:
     return get_backend(LabContext.from_env(), Reporter())
 
 
-def _errors_to_exit(fn):
-    """Turn labkit's errors into one clear message and a non-zero exit, never a traceback."""
+def one_line(message: object) -> str:
+    """A message on one line: a terminal user, a CI log and a notebook all see it whole."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
+
+class LabGroup(click.Group):
+    """The ``labkit`` group: every error a user can cause ends as one line and a non-zero exit.
+
+    - a :class:`LabConfigError` (the user must fix something) exits 2;
+    - a :class:`ServiceError` or any other :class:`LabError` exits 1;
+    - a usage error (unknown option, bad value) exits 2, naming the ``--help`` to read;
+    - Ctrl-C exits 130;
+    - anything else is a bug: one line, exit 1, and ``LABKIT_DEBUG=1`` shows the traceback.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            return fn(*args, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            self._fail("interrupted", 130)
+        except click.ClickException as e:
+            where = f"labkit {e.ctx.command_path.split(' ', 1)[1]}" if getattr(e, "ctx", None) and " " in \
+                e.ctx.command_path else "labkit"
+            self._fail(f"error: {one_line(e.format_message()).rstrip('.')}. Fix: see `{where} --help`.", EXIT_CONFIG)
         except LabConfigError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_CONFIG)
-        except (ServiceError, LabError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_SERVICE)
+            self._fail(f"error: {one_line(e)}", EXIT_CONFIG)
+        except LabError as e:
+            self._fail(f"error: {one_line(e)}", EXIT_SERVICE)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            self._fail("interrupted", 130)
+        except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
+            if os.environ.get("LABKIT_DEBUG"):
+                raise
+            self._fail(f"error: unexpected {type(e).__name__}: {one_line(e)}. Fix: this is a labkit bug; "
+                       "run again with LABKIT_DEBUG=1 for the traceback and report it.", EXIT_SERVICE)
 
-    return wrapper
+    @staticmethod
+    def _fail(line: str, code: int) -> None:
+        click.echo(line, err=True)
+        sys.exit(code)
 
 
 service_arg = click.argument("service", metavar="SERVICE")
 
 
-@click.group(help="Stand up, inspect and break the DIT247 pipeline lab.")
+@click.group(cls=LabGroup, help="Stand up, inspect and break the DIT247 pipeline lab.")
 def main() -> None:
     """Entry point of the ``labkit`` command."""
 
 
 @main.command(help="Fetch or build every service into the per-user cache (idempotent).")
 @click.option("--force", is_flag=True, help="Rebuild even intact cache entries.")
-@_errors_to_exit
 def install(force: bool) -> None:
     backend = _backend()
     if not isinstance(backend, NativeBackend):
@@ -64,7 +87,6 @@ def install(force: bool) -> None:
 
 @main.command(help="Start every service that is not up yet, and wait until all are healthy.")
 @click.option("--wipe", is_flag=True, help="Delete the lab's data first and start empty.")
-@_errors_to_exit
 def up(wipe: bool) -> None:
     rows = _backend().up(wipe=wipe)
     _print_table(rows)
@@ -72,14 +94,12 @@ def up(wipe: bool) -> None:
 
 @main.command(help="Stop every service. Data is kept unless --wipe is given.")
 @click.option("--wipe", is_flag=True, help="Also delete the lab's data.")
-@_errors_to_exit
 def down(wipe: bool) -> None:
     _backend().down(wipe=wipe)
 
 
 @main.command(help="Show each service's state, pid, ports, version and health.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_errors_to_exit
 def status(as_json: bool) -> None:
     rows = _backend().status()
     if as_json:
@@ -91,7 +111,6 @@ def status(as_json: bool) -> None:
 @main.command(help=f"Print the last lines of a service's log. SERVICE is one of: {', '.join(SERVICE_NAMES)}.")
 @service_arg
 @click.option("-n", "--lines", default=50, show_default=True)
-@_errors_to_exit
 def logs(service: str, lines: int) -> None:
     click.echo(_backend().logs(service, lines))
 
@@ -99,7 +118,6 @@ def logs(service: str, lines: int) -> None:
 def _service_verb(verb: str, doc: str) -> None:
     @main.command(name=verb, help=f"{doc} SERVICE is one of: {', '.join(SERVICE_NAMES)}.")
     @service_arg
-    @_errors_to_exit
     def command(service: str) -> None:
         getattr(_backend(), verb)(service)
 
@@ -124,7 +142,6 @@ def _print_table(rows: list[ServiceStatus]) -> None:
 @click.argument("run_dir", metavar="RUN_DIR")
 @click.option("--out", "out_dir", default="reports", show_default=True, help="Directory for the report files.")
 @click.option("--threshold-s", type=float, default=None, help="SLA latency bound in seconds [default: LABKIT_SLA_THRESHOLD_S].")
-@_errors_to_exit
 def report(run_dir: str, out_dir: str, threshold_s: float | None) -> None:
     # Imported here so that matplotlib and friends load only for this command.
     from labkit.analysis.report import report_run
@@ -139,7 +156,6 @@ def report(run_dir: str, out_dir: str, threshold_s: float | None) -> None:
 @click.option("--out", "out_dir", default=None, help="Directory for run directories [default: $LABKIT_DATA_DIR/runs].")
 @click.option("--report", "with_report", is_flag=True, help="Also render the SLA report (HTML and PDF).")
 @click.option("--reports-dir", default="reports", show_default=True, help="Where --report writes.")
-@_errors_to_exit
 def run(spec: str, out_dir: str | None, with_report: bool, reports_dir: str) -> None:
     # Imported here so that the other commands start fast.
     from labkit.experiments.run import load_spec, run_experiment
@@ -163,7 +179,6 @@ def run(spec: str, out_dir: str | None, with_report: bool, reports_dir: str) -> 
 @click.option("--images", type=int, default=None, help="Most images to send [default: 2 x rate x duration].")
 @click.option("--prefix", default="load/", show_default=True, help="Key prefix of the uploads.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@_errors_to_exit
 def load(rate_per_s: float, duration_s: float, images: int | None, prefix: str, no_progress: bool) -> None:
     import math
     import uuid
@@ -190,7 +205,6 @@ def load(rate_per_s: float, duration_s: float, images: int | None, prefix: str, 
                    "the running lab; the executed copies and their recorded figures go to --out.")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--out", "out_dir", default="reports/notebooks", show_default=True)
-@_errors_to_exit
 def notebooks(names: tuple[str, ...], out_dir: str) -> None:
     from pathlib import Path
 
@@ -208,7 +222,6 @@ def notebooks(names: tuple[str, ...], out_dir: str) -> None:
 @click.option("--prefix", default="", help="Only keys starting with this (a run prefix).")
 @click.option("--grace-s", type=float, default=None, help="Younger objects count as pending [default: 60].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_errors_to_exit
 def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
     from labkit.pipeline.audit import CURE, DEFAULT_GRACE_S, lost_message
     from labkit.pipeline.audit import audit as run_audit
@@ -244,7 +257,6 @@ def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
 @click.option("--doc", type=click.Path(dir_okay=False), default=None,
               help="Also write the results table into this Markdown file (e.g. docs/reliability.md).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@_errors_to_exit
 def reliability(scale: str, only: tuple[str, ...], out_dir: str | None, doc: str | None, no_progress: bool) -> None:
     from pathlib import Path
 
@@ -286,7 +298,6 @@ def reliability(scale: str, only: tuple[str, ...], out_dir: str | None, doc: str
 @click.option("--quick", is_flag=True, help="Tiny parameters (CI smoke run); other options override them.")
 @click.option("--out", "out_dir", default="bench/results", show_default=True, help="Directory for the JSON and PNG.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@_errors_to_exit
 def bench(rates: str | None, images_per_rate: int | None, saturation_images: int | None, concurrency: int | None,
           bare_images: int | None, processes: int | None, max_inflight: int | None, warmup: int | None,
           seed: int | None, quick: bool, out_dir: str, no_progress: bool) -> None:

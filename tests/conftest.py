@@ -13,14 +13,16 @@ its failure names, and any that is unhealthy now) attached to its report.
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from click.testing import CliRunner
 
 from labkit.stack.lab import Lab
-from tests import guard
+from tests import cli_check, guard
 from tests.ports import PortPlan, claimed_plan
 
 # Fixtures that start services (or need the session's stack): a test using one is a stack test.
@@ -87,6 +89,13 @@ def pipe(lab: Lab):
 
     pipeline.stand_up(lab)
     yield lab
+
+
+@pytest.fixture(autouse=True)
+def _cli_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every failing ``labkit`` call of every test must print one error line and no traceback."""
+    monkeypatch.setattr(CliRunner, "invoke", cli_check.checked_invoke(CliRunner.invoke))
+    monkeypatch.setattr(subprocess, "run", cli_check.checked_run(subprocess.run))
 
 
 @pytest.fixture(autouse=True)

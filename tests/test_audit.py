@@ -16,7 +16,8 @@ import pytest
 
 from labkit.pipeline import upload
 from labkit.pipeline.audit import AUDIT_STATES, CURE, _duplicates, audit
-from labkit.pipeline.images import bad_input_corpus, generate_pool
+from labkit.pipeline.bad_inputs import bad_input_corpus
+from labkit.pipeline.images import generate_pool
 from labkit.pipeline.reconcile import reconcile
 from labkit.stack.lab import Lab
 from labkit.stack.readiness import poll_until

@@ -20,7 +20,8 @@ from kafka import TopicPartition
 
 from labkit.pipeline import upload
 from labkit.pipeline.audit import audit
-from labkit.pipeline.images import BAD_INPUT_EXPECTED, PoolImage, bad_input_corpus, generate_pool
+from labkit.pipeline.bad_inputs import BAD_INPUT_EXPECTED, bad_input_corpus
+from labkit.pipeline.images import PoolImage, generate_pool
 from labkit.pipeline.reconcile import DLQ_TOPIC
 from labkit.stack.lab import Lab
 from tests.support import end_offsets, read_from, read_output

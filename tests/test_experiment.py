@@ -44,11 +44,11 @@ def runs_dir(tmp_path_factory) -> Path:
 def deployed_retry_env(lab: Lab) -> dict[str, str]:
     with lab.nodered() as admin:
         tab = next(n for n in admin.flows() if n["id"] == pipeline.TAB_ID)
-    return {e["name"]: e["value"] for e in tab["env"] if e["name"].startswith("RETRY_")}
+    return {e["name"]: e["value"] for e in tab["env"] if "_RETRY_" in e["name"]}
 
 
 def default_retry_env() -> dict[str, str]:
-    return {k: str(v) for k, v in pipeline.RetryPolicy().tab_env().items()}
+    return {k: str(v) for k, v in pipeline.RetryHops().tab_env().items()}
 
 
 # ---------------------------------------------------------------- declarations

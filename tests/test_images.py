@@ -11,17 +11,8 @@ import pytest
 from PIL import Image
 
 from labkit.errors import LabConfigError
-from labkit.pipeline.images import (
-    BAD_INPUT_EXPECTED,
-    DEFAULT_SIZES,
-    MAX_SIZE,
-    MIN_SIZE,
-    PoolImage,
-    bad_input_corpus,
-    generate_pool,
-    render_photo,
-    write_pool,
-)
+from labkit.pipeline.bad_inputs import BAD_INPUT_EXPECTED, bad_input_corpus
+from labkit.pipeline.images import DEFAULT_SIZES, MAX_SIZE, MIN_SIZE, PoolImage, generate_pool, render_photo, write_pool
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from minio.error import S3Error
 
 from labkit.errors import ServiceError
 from labkit.pipeline import deploy as pipeline
+from labkit.pipeline.verify import verify
 from labkit.stack.lab import Lab
 from labkit.stack.services.storage import REGION, StoreAdmin
 
@@ -189,5 +190,5 @@ def test_a_lost_account_is_provisioned_again_by_up(pipe: Lab) -> None:
 
 def test_the_pipeline_resizes_with_the_action_account(pipe: Lab) -> None:
     pipeline.stand_up(pipe)  # the grants are set again, unchanged
-    row = pipeline.verify(pipe)
+    row = verify(pipe)
     assert row["outcome"] == "ok"

@@ -28,8 +28,10 @@ from labkit.experiments.run import drain, fresh_outputs
 from labkit.faas.client import FaasError
 from labkit.pipeline import deploy as pipeline
 from labkit.pipeline import upload
-from labkit.pipeline.images import bad_input_corpus, generate_pool
-from labkit.pipeline.metrics import STAMPS
+from labkit.pipeline.bad_inputs import bad_input_corpus
+from labkit.pipeline.images import generate_pool
+from labkit.pipeline.metrics import STAMPS, lab_metrics
+from labkit.pipeline.verify import verify
 from labkit.stack.lab import Lab
 from labkit.stack.services.storage import TOPIC, WEBHOOK_PATH
 from tests.support import end_offsets, poll, read_from, read_output
@@ -168,7 +170,7 @@ def test_malformed_event_is_recorded_and_dead_lettered(pipe: Lab, run_id: str) -
         producer.close()
 
     def malformed_lines() -> list[dict]:
-        frame = pipeline.load(pipe)
+        frame = lab_metrics(pipe)
         if "raw_prefix" not in frame:
             return []
         return frame[(frame["outcome"] == "malformed") & (frame["raw_prefix"] == raw.decode())].to_dict("records")
@@ -193,7 +195,7 @@ def test_webhook_with_a_wrong_token_is_refused_and_records_nothing(pipe: Lab, ru
     # An image sent after the forged hooks is a barrier: once it is recorded, they were handled.
     barrier = push_ok(pipe, generate_pool(1, seed=13), run_id)
     upload.wait_for(pipe, barrier["key"], timeout_s=30)
-    frame = pipeline.load(pipe)
+    frame = lab_metrics(pipe)
     assert not ((frame["key"] == key) | (frame.get("key_out", pd.Series(dtype=object)) == key)).any()
 
 
@@ -304,7 +306,7 @@ def test_upload_retries_by_the_policy_then_answers_503_when_storage_is_down(pipe
 
 
 def test_verify_returns_the_metrics_row(pipe: Lab) -> None:
-    row = pipeline.verify(pipe)
+    row = verify(pipe)
     assert row["outcome"] == "ok"
     assert row["duration_ms"] > 0 and row["key"].startswith("verify/")
 
@@ -313,12 +315,12 @@ def test_verify_names_the_faas_hop_when_faas_is_down(pipe: Lab) -> None:
     pipe.backend.stop("faas")
     try:
         with pytest.raises(ServiceError, match=r"invoke hop.*faas|faas.*invoke hop") as failure:
-            pipeline.verify(pipe, timeout_s=10)
+            verify(pipe, timeout_s=10)
     finally:
         pipe.backend.start("faas")
         pipeline.deploy_action(pipe)
     assert "storage" not in str(failure.value).split("failed")[0]
-    assert pipeline.verify(pipe)["outcome"] == "ok"  # and it recovers
+    assert verify(pipe)["outcome"] == "ok"  # and it recovers
 
 
 def test_tear_down_removes_the_flow_and_the_action_but_keeps_the_buckets(pipe: Lab) -> None:

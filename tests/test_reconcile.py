@@ -13,7 +13,8 @@ from minio.error import S3Error
 from labkit.experiments.run import drain
 from labkit.pipeline import upload
 from labkit.pipeline.audit import audit
-from labkit.pipeline.images import bad_input_corpus, generate_pool
+from labkit.pipeline.bad_inputs import bad_input_corpus
+from labkit.pipeline.images import generate_pool
 from labkit.pipeline.reconcile import object_created_event, output_key, reconcile
 from labkit.stack.lab import Lab
 from labkit.stack.readiness import poll_until
@@ -77,8 +78,8 @@ def test_images_lost_while_kafka_was_down_are_republished_and_arrive(pipe: Lab) 
 
     found = reconcile(pipe, prefix=prefix, republish=False, grace_s=0).set_index("key")
     assert set(found.index) == {good, bad, *direct}
-    assert found.loc[good, "state"] == "processed" and found.loc[bad, "state"] == "dead_lettered"
-    assert (found.loc[lost, "state"] == "missing").all() and (found.loc[lost, "action"] == "dry_run").all()
+    assert found.loc[good, "state"] == "resized" and found.loc[bad, "state"] == "dead_lettered"
+    assert (found.loc[lost, "state"] == "lost").all() and (found.loc[lost, "action"] == "dry_run").all()
 
     done = reconcile(pipe, prefix=prefix, grace_s=0).set_index("key")
     assert sorted(done.index[done["action"] == "republished"]) == sorted(lost)
@@ -89,7 +90,7 @@ def test_images_lost_while_kafka_was_down_are_republished_and_arrive(pipe: Lab) 
 
     again = reconcile(pipe, prefix=prefix, grace_s=0)
     assert not (again["action"] == "republished").any()
-    assert set(again["state"]) == {"processed", "dead_lettered"}
+    assert set(again["state"]) == {"resized", "dead_lettered"}
 
 
 def test_young_objects_wait_and_old_unprocessed_ones_are_missing(pipe: Lab) -> None:
@@ -98,9 +99,9 @@ def test_young_objects_wait_and_old_unprocessed_ones_are_missing(pipe: Lab) -> N
     # Written through the storage-out gateway (same data, no Kafka events): an object nobody heard of.
     pipe.s3("storage-out").put_object("dit247", key, io.BytesIO(b"no event"), 8)
     young = reconcile(pipe, prefix=prefix, republish=False, grace_s=600)
-    assert young[["key", "state", "action"]].to_dict("records") == [{"key": key, "state": "young", "action": "none"}]
+    assert young[["key", "state", "action"]].to_dict("records") == [{"key": key, "state": "pending", "action": "none"}]
     old = reconcile(pipe, prefix=prefix, republish=False, grace_s=0)
-    assert old[["key", "state", "action"]].to_dict("records") == [{"key": key, "state": "missing", "action": "dry_run"}]
+    assert old[["key", "state", "action"]].to_dict("records") == [{"key": key, "state": "lost", "action": "dry_run"}]
 
 
 def test_a_resized_image_with_no_metrics_line_is_reported_and_recorded_again(pipe: Lab) -> None:

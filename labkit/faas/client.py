@@ -8,12 +8,14 @@ from typing import Any
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from labkit.errors import ServiceError
+
 DEFAULT_TIMEOUT_S = 30.0
 # A blocking invoke can take OpenWhisk's full 60 s before it answers 202.
 BLOCKING_TIMEOUT_S = 75.0
 
 
-class FaasError(Exception):
+class FaasError(ServiceError):
     """An OpenWhisk API call failed.
 
     Attributes:

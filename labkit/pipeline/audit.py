@@ -28,15 +28,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from labkit.pipeline.metrics import read_lines
+from labkit.pipeline.fate import AUDITED, Fate, Outcome
+from labkit.pipeline.metrics import metrics_path, read_lines
 from labkit.pipeline.reconcile import RECORD_GRACE_S, reconcile
-from labkit.pipeline.upload import metrics_path
 from labkit.stack.lab import Lab
 
-AUDIT_STATES = ("resized", "dead_lettered", "pending", "lost")
-# reconcile's state -> the audit's name for it
-_STATE_NAMES = {"processed": "resized", "unrecorded": "resized", "dead_lettered": "dead_lettered",
-                "young": "pending", "missing": "lost"}
+AUDIT_STATES = tuple(str(fate) for fate in AUDITED)
 DEFAULT_GRACE_S = 60.0
 CURE = "labkit.pipeline.reconcile.reconcile(lab)"
 
@@ -94,25 +91,25 @@ def audit(lab: Lab, prefix: str = "", grace_s: float = DEFAULT_GRACE_S,
         ServiceError: The store or Kafka refused.
     """
     found = reconcile(lab, republish=False, prefix=prefix, grace_s=grace_s, record_grace_s=record_grace_s)
-    states = found["state"].map(_STATE_NAMES)
+    states = found["state"].replace({Fate.UNRECORDED.value: Fate.RESIZED.value})  # the image is safe; its line is not
     lines = [r for r in read_lines(metrics_path(lab)) if isinstance(r.get("key"), str) and r["key"].startswith(prefix)]
-    reasons = _reasons(lines, set(found.loc[states == "dead_lettered", "key"]))
+    reasons = _reasons(lines, set(found.loc[states == Fate.DEAD_LETTERED, "key"]))
     table = pd.DataFrame({"key": found["key"], "state": states, "reason": found["key"].map(reasons)})
     counts = {state: int((states == state).sum()) for state in AUDIT_STATES}
-    unrecorded = sorted(found.loc[found["state"] == "unrecorded", "key"])
-    return AuditReport(prefix, grace_s, counts, sorted(table.loc[states == "lost", "key"]),
+    unrecorded = sorted(found.loc[found["state"] == Fate.UNRECORDED, "key"])
+    return AuditReport(prefix, grace_s, counts, sorted(table.loc[states == Fate.LOST, "key"]),
                        _duplicates(lines), reasons, unrecorded, table)
 
 
 def _reasons(lines: list[dict], dead: set[str]) -> dict[str, str]:
     """Dead-lettered key -> its latest error code (``dlq`` when only a DLQ record names it)."""
-    codes = {r["key"]: str(r.get("code") or "unknown") for r in lines if r.get("outcome") == "error"}
+    codes = {r["key"]: str(r.get("code") or "unknown") for r in lines if r.get("outcome") == Outcome.ERROR}
     return {key: codes.get(key, "dlq") for key in sorted(dead)}
 
 
 def _duplicates(lines: list[dict]) -> dict[str, int]:
     """Keys with more than one ``ok`` metrics line -> how many (at-least-once delivery)."""
-    ok = Counter(r["key"] for r in lines if r.get("outcome") == "ok")
+    ok = Counter(r["key"] for r in lines if r.get("outcome") == Outcome.OK)
     return {key: n for key, n in sorted(ok.items()) if n > 1}
 
 

@@ -7,7 +7,7 @@ environment (``NodeRed.environment()``), never through the flow JSON.
 
 Example:
     >>> stand_up(lab)                    # doctest: +SKIP
-    >>> verify(lab)["duration_ms"]       # doctest: +SKIP
+    >>> verify(lab)["duration_ms"]       # doctest: +SKIP  (labkit.pipeline.verify)
 """
 
 from __future__ import annotations
@@ -16,25 +16,21 @@ import importlib.util
 import json
 import sys
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from types import ModuleType
 from typing import Any
 
 import httpx
-import pandas as pd
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaProducer
 from minio.error import S3Error
 
 from labkit.errors import LabConfigError, ServiceError
 from labkit.faas.client import FaasError, OpenWhiskClient
-from labkit.pipeline.images import generate_pool
-from labkit.pipeline.metrics import load_metrics
-from labkit.pipeline.upload import metrics_path, upload_one, wait_for
+from labkit.pipeline.kafka import committed_past
+from labkit.pipeline.retry import RetryHops, RetryPolicy, bind_hops
 from labkit.stack.lab import Lab
+from labkit.stack.readiness import poll_until
 from labkit.stack.services.storage import (
     READ_OBJECTS,
     TOPIC,
@@ -44,7 +40,7 @@ from labkit.stack.services.storage import (
 )
 from labkit.stack.versions import STACK_DIR
 
-__all__ = ["RetryPolicy", "deploy_action", "load", "metrics_path", "stand_up", "tear_down", "verify"]
+__all__ = ["RetryHops", "RetryPolicy", "deploy_action", "stand_up", "tear_down"]
 
 ACTION = "resize"
 ACTION_FILE = STACK_DIR / "actions" / "resize.py"
@@ -62,7 +58,6 @@ CONSUMER_GROUP = "nodered-pipeline"
 ACTION_LIMITS = {"memory": 512, "timeout": 60_000, "concurrency": 4}
 CONSUMER_READY_TIMEOUT_S = 45.0
 PROBE_WAIT_S = 2.0
-EVENT_SCAN_RECORDS = 500
 
 
 @cache
@@ -77,42 +72,11 @@ def action_module() -> ModuleType:
     return module
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How the flow retries a failed upload or invoke (the ``retry`` subflow).
-
-    Attributes:
-        policy: ``none``, ``fixed`` (``base_ms`` between attempts) or ``exponential``
-            (full jitter: a random sleep up to ``min(cap_ms, base_ms * 2**attempt)``).
-        max_attempts: Attempts in all, the first included.
-        base_ms: Base delay.
-        cap_ms: Longest delay.
-        deadline_s: No attempt starts later than this after the first.
-    """
-
-    policy: str = "exponential"
-    max_attempts: int = 10
-    base_ms: int = 200
-    cap_ms: int = 5000
-    deadline_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.policy not in ("none", "fixed", "exponential"):
-            raise LabConfigError(f"retry policy must be none, fixed or exponential, got {self.policy!r}")
-        if self.max_attempts < 1 or self.base_ms < 0 or self.cap_ms < 0 or self.deadline_s <= 0:
-            raise LabConfigError(f"retry limits must be positive: {self}")
-
-    def tab_env(self) -> dict[str, Any]:
-        return {"RETRY_POLICY": self.policy, "RETRY_MAX_ATTEMPTS": self.max_attempts,
-                "RETRY_BASE_MS": self.base_ms, "RETRY_CAP_MS": self.cap_ms,
-                "RETRY_DEADLINE_MS": round(self.deadline_s * 1000)}
-
-
 # ---------------------------------------------------------------- stand up
 
 
 def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int = 8,
-             retry: RetryPolicy = RetryPolicy(), action_concurrency: int = ACTION_LIMITS["concurrency"],
+             retry: RetryHops | RetryPolicy | str = RetryHops(), action_concurrency: int = ACTION_LIMITS["concurrency"],
              consumer_concurrency: int = 1) -> None:
     """Make the pipeline run on a started lab; idempotent (run it again to change settings).
 
@@ -128,7 +92,8 @@ def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int =
         lab: A lab whose services are up.
         sla_threshold_s: Alert threshold; default ``lab.ctx.config.sla_threshold_s``.
         max_inflight: Events being processed at once (the consumer's back-pressure bound).
-        retry: Retry policy of uploads and invokes.
+        retry: Retry policy of uploads and invokes: one for both hops (a preset name or a
+            :class:`RetryPolicy`) or one per hop (:class:`RetryHops`).
         action_concurrency: Activations of the action at once (its ``concurrency`` limit: warm workers).
         consumer_concurrency: Partitions of the topic the flow's consumer handles at once (the
             tab's env ``KAFKA_PARTITIONS_CONCURRENTLY``; matters with more than one partition).
@@ -144,10 +109,11 @@ def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int =
     if not 1 <= action_concurrency <= 64 or not 1 <= consumer_concurrency <= 64:
         raise LabConfigError(f"need 1 <= action_concurrency <= 64 and 1 <= consumer_concurrency <= 64, got "
                              f"{action_concurrency}, {consumer_concurrency}")
+    hops = RetryHops.of(retry)
     ensure_buckets(lab)
     deploy_action(lab, concurrency=action_concurrency, prewarm=True)
     deploy_flow(lab, {"SLA_THRESHOLD_MS": round(threshold_s * 1000, 3), "MAX_INFLIGHT": max_inflight,
-                      "KAFKA_PARTITIONS_CONCURRENTLY": consumer_concurrency, **retry.tab_env()})
+                      "KAFKA_PARTITIONS_CONCURRENTLY": consumer_concurrency, **hops.tab_env()})
     wait_for_consumer(lab)
 
 
@@ -228,7 +194,7 @@ def _action_matches(faas: OpenWhiskClient, code: str, params: dict[str, Any], li
 
 def pipeline_flows(tab_env: dict[str, Any]) -> list[dict]:
     """``flows.json`` with ``tab_env`` set as the pipeline tab's env properties."""
-    flows = json.loads(FLOWS_FILE.read_text())
+    flows = bind_hops(json.loads(FLOWS_FILE.read_text()))
     tab = next(n for n in flows if n["id"] == TAB_ID)
     env = {e["name"]: e for e in tab.get("env", [])}
     for name, value in tab_env.items():
@@ -276,47 +242,33 @@ def wait_for_consumer(lab: Lab, timeout_s: float = CONSUMER_READY_TIMEOUT_S) -> 
     """Block until the flow's Kafka consumer has committed past a probe record.
 
     A new consumer group starts at the topic's end, so events produced before it has
-    joined would be skipped. The probe is an ``s3:TestEvent`` that the flow ignores.
+    joined would be skipped. The probe is an ``s3:TestEvent`` that the flow ignores; a
+    new probe is sent every ``PROBE_WAIT_S`` in case the group joined after the last one.
 
     Raises:
         ServiceError: The consumer did not get past a probe in time.
     """
-    bootstrap = lab.kafka_bootstrap
-    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="labkit-probe")
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-probe")
+    producer = KafkaProducer(bootstrap_servers=lab.kafka_bootstrap, client_id="labkit-probe")
+    probe = {"sent": None, "at": 0.0}
+
+    def consumed() -> bool:
+        if probe["sent"] is None or time.monotonic() - probe["at"] > PROBE_WAIT_S:
+            probe.update(sent=_probe(producer), at=time.monotonic())
+        return committed_past(lab.kafka_bootstrap, CONSUMER_GROUP, probe["sent"].partition, probe["sent"].offset)
+
     try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            probe = {"Event": "s3:TestEvent", "Service": "labkit-probe",
-                     "Time": datetime.now(UTC).isoformat()}
-            sent = producer.send(TOPIC, json.dumps(probe).encode()).get(timeout=10)
-            until = time.monotonic() + PROBE_WAIT_S
-            while time.monotonic() < until:
-                if _committed(admin, sent.partition) > sent.offset:
-                    return
-                time.sleep(0.2)
+        outcome = poll_until(consumed, timeout_s, interval_s=0.2)
     finally:
         producer.close()
-        admin.close()
-    raise ServiceError(f"Node-RED's Kafka consumer (group {CONSUMER_GROUP}) did not consume topic {TOPIC} within "
-                       f"{timeout_s:.0f} s of the deploy. Hint: `labkit logs nodered` (look for kafka errors).")
+    if outcome != "ready":
+        raise ServiceError(f"Node-RED's Kafka consumer (group {CONSUMER_GROUP}) did not consume topic {TOPIC} "
+                           f"within {timeout_s:.0f} s of the deploy. Hint: `labkit logs nodered` (look for kafka "
+                           "errors).")
 
 
-def _committed(admin: KafkaAdminClient, partition: int) -> int:
-    """The group's committed offset on ``partition`` of the topic, -1 when none (or not known yet:
-    on a fresh broker the group coordinator takes a moment to be elected and loaded)."""
-    try:
-        if hasattr(admin, "list_group_offsets"):  # kafka-python 3
-            offsets = admin.list_group_offsets({CONSUMER_GROUP: None}).get(CONSUMER_GROUP, {})
-        else:
-            offsets = admin.list_consumer_group_offsets(CONSUMER_GROUP)
-    except KafkaError as e:
-        if e.retriable:
-            return -1
-        raise ServiceError(f"Kafka refused the offsets of group {CONSUMER_GROUP}: {e}. "
-                           "Hint: `labkit logs kafka`.") from e
-    committed = offsets.get(TopicPartition(TOPIC, partition))
-    return committed.offset if committed is not None else -1
+def _probe(producer: KafkaProducer):
+    probe = {"Event": "s3:TestEvent", "Service": "labkit-probe", "Time": datetime.now(UTC).isoformat()}
+    return producer.send(TOPIC, json.dumps(probe).encode()).get(timeout=10)
 
 
 # ---------------------------------------------------------------- tear down
@@ -334,126 +286,3 @@ def tear_down(lab: Lab) -> None:
     except FaasError as e:
         if e.status != 404:
             raise ServiceError(f"faas refused to delete the {ACTION} action: {e}") from e
-
-
-# ---------------------------------------------------------------- results
-
-
-def load(lab: Lab) -> pd.DataFrame:
-    """The metrics file as a table, one row per image (see :func:`labkit.pipeline.metrics.load_metrics`)."""
-    return load_metrics(metrics_path(lab))
-
-
-# ---------------------------------------------------------------- verify
-
-
-def verify(lab: Lab, timeout_s: float = 30.0) -> dict:
-    """Send one image through the whole pipeline and return its metrics row.
-
-    Raises:
-        ServiceError: The image did not come through; the message names the first hop
-            without evidence (upload -> storage, event -> kafka, consume/invoke ->
-            nodered/faas, output -> storage-out, webhook -> nodered metrics).
-    """
-    image = generate_pool(1, seed=247, sizes=[(800, 600)], mix={"jpeg": 1.0})[0]
-    key, trace_id = f"verify/{uuid.uuid4().hex[:12]}.jpg", uuid.uuid4().hex
-    with httpx.Client(base_url=lab.endpoints["nodered"], timeout=timeout_s + 30) as http:
-        sent = upload_one(http, key, image.data, image.content_type, trace_id)
-    if sent["status"] != 200:
-        hop = "nodered (its /upload endpoint)" if sent["status"] in (None, 404) else "upload -> storage"
-        raise ServiceError(f"verify: the upload hop failed ({hop}): HTTP {sent['status']}: {sent['error']}. "
-                           "Hint: `labkit status`; is the flow deployed (`pipeline.stand_up(lab)`)?")
-    try:
-        row = wait_for(lab, [key], timeout_s).iloc[0].to_dict()
-    except ServiceError as e:
-        raise ServiceError(f"verify: {key} did not come through within {timeout_s:.0f} s: {_diagnose(lab, key)}") from e
-    if row["outcome"] != "ok":
-        raise ServiceError(f"verify: the invoke hop (faas, action {ACTION}) failed for {key}: "
-                           f"{row.get('code')}: {row.get('error')}")
-    return row
-
-
-def _diagnose(lab: Lab, key: str) -> str:
-    """The first hop of ``key``'s journey that left no evidence, as a sentence."""
-    checks = (_check_stored, _check_event, _check_invoked, _check_output)
-    found: dict[str, Any] = {}
-    for check in checks:
-        problem = check(lab, key, found)
-        if problem:
-            return problem
-    return ("the webhook hop (storage-out -> nodered -> metrics file) failed: the output "
-            f"{OUTPUT_BUCKET}/{found['key_out']} exists but Node-RED wrote no metrics line. "
-            "Hint: `labkit logs storage-out`; `labkit logs nodered`.")
-
-
-def _check_stored(lab: Lab, key: str, found: dict) -> str | None:
-    try:
-        lab.s3().stat_object(SOURCE_BUCKET, key)
-    except (S3Error, OSError) as e:
-        return f"the upload hop (nodered -> storage) failed: {SOURCE_BUCKET}/{key} is not stored ({e})."
-    return None
-
-
-def _check_event(lab: Lab, key: str, found: dict) -> str | None:
-    try:
-        seen = _event_seen(lab.kafka_bootstrap, key)
-    except Exception as e:  # noqa: BLE001 - kafka-python raises many types when the broker is gone
-        return f"the event hop (storage -> kafka) cannot be checked: Kafka is unreachable ({e}). Hint: `labkit status`."
-    if not seen:
-        return (f"the event hop (storage -> kafka) failed: no ObjectCreated event for {key} in topic {TOPIC}. "
-                "Hint: `labkit logs storage`; `labkit logs kafka`.")
-    return None
-
-
-def _event_seen(bootstrap: str, key: str) -> bool:
-    """Whether one of the topic's last records is an S3 event naming ``key``."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    try:
-        partitions = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC) or ()]
-        consumer.assign(partitions)
-        for tp, end in consumer.end_offsets(partitions).items():
-            consumer.seek(tp, max(0, end - EVENT_SCAN_RECORDS))
-        for record in consumer:
-            if record.value and key in _event_keys(record.value):
-                return True
-        return False
-    finally:
-        consumer.close()
-
-
-def _event_keys(value: bytes) -> set[str]:
-    try:
-        event = json.loads(value)
-        return {r["s3"]["object"]["key"] for r in event.get("Records", [])}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return set()
-
-
-def _check_invoked(lab: Lab, key: str, found: dict) -> str | None:
-    try:
-        with lab.faas() as faas:
-            records = faas.list_activations(name=ACTION, limit=200, docs=True)
-    except (FaasError, httpx.HTTPError) as e:
-        return (f"the consume/invoke hop (nodered -> faas) failed: the FaaS API is unreachable ({e}), so Node-RED "
-                f"cannot invoke {ACTION}. Hint: `labkit status`; `labkit start faas`.")
-    for record in records:
-        result = (record.get("response") or {}).get("result") or {}
-        if result.get("key") == key:
-            found["key_out"] = result.get("key_out")
-            if not record["response"].get("success"):
-                error = result.get("error") or {}
-                return f"the invoke hop (faas) failed: {ACTION} answered {error.get('code')}: {error.get('message')}."
-            return None
-        if (result.get("error") or {}).get("key") == key:
-            error = result["error"]
-            return f"the invoke hop (faas) failed: {ACTION} answered {error.get('code')}: {error.get('message')}."
-    return (f"the consume/invoke hop (nodered -> faas) failed: Kafka has the event but faas has no {ACTION} "
-            "activation for it. Hint: `labkit logs nodered` (consumer, invoke errors); `labkit logs faas`.")
-
-
-def _check_output(lab: Lab, key: str, found: dict) -> str | None:
-    try:
-        lab.s3("storage-out").stat_object(OUTPUT_BUCKET, found["key_out"])
-    except (S3Error, OSError) as e:
-        return f"the output hop (faas -> storage-out) failed: {OUTPUT_BUCKET}/{found['key_out']} is missing ({e})."
-    return None

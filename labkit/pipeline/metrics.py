@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+from labkit.stack.services.nodered import METRICS_FILE
+
+if TYPE_CHECKING:
+    from labkit.stack.lab import Lab
 
 # The stamps in pipeline order; each stage is the gap between two neighbours.
 # One pair races: the store publishes an upload's event as it answers the PUT, so
@@ -27,6 +33,16 @@ STAGES = {
 # best-effort webhook never came and the flow found the output itself (completed_by
 # "check"), t_action_end; duration_ms = t_done - t_upload_start (t_event without an upload stamp).
 COLUMNS = ("key", "trace_id", "attempts", "outcome", *STAMPS, "t_done", "completed_by", "duration_ms")
+
+
+def metrics_path(lab: Lab) -> Path:
+    """The metrics file Node-RED appends to (``LABKIT_METRICS_FILE`` of the nodered service)."""
+    return lab.ctx.config.data_dir / METRICS_FILE
+
+
+def lab_metrics(lab: Lab) -> pd.DataFrame:
+    """The lab's metrics file as a table, one row per image (see :func:`load_metrics`)."""
+    return load_metrics(metrics_path(lab))
 
 
 def read_lines(path: Path) -> list[dict]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from labkit.errors import ServiceError
+
 __all__ = ["NodeRedAdmin", "NodeRedError", "DEPLOYMENT_TYPES"]
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 DEPLOYMENT_TYPES = frozenset({"full", "nodes", "flows", "reload"})
 
 
-class NodeRedError(Exception):
+class NodeRedError(ServiceError):
     """An admin API call failed.
 
     ``status`` is the HTTP status code, or ``None`` when no response arrived

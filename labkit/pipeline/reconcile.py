@@ -24,21 +24,22 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pandas as pd
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from minio.error import S3Error
 
 from labkit.errors import LabConfigError, ServiceError
 from labkit.pipeline.deploy import OUTPUT_BUCKET, SOURCE_BUCKET, action_module
-from labkit.pipeline.metrics import read_lines
-from labkit.pipeline.upload import metrics_path
+from labkit.pipeline.fate import Fate
+from labkit.pipeline.kafka import tail
+from labkit.pipeline.metrics import metrics_path, read_lines
 from labkit.stack.lab import Lab
 from labkit.stack.services.storage import TOPIC
 
 DLQ_TOPIC = "dit247-dlq"
 OUTPUT_FORMAT = "JPEG"  # the flow invokes the action without a format: its default
 RECONCILE_COLUMNS = ("key", "state", "action", "key_out", "last_modified_ms")
-STATES = ("processed", "unrecorded", "dead_lettered", "missing", "young")
+STATES = (Fate.RESIZED, Fate.UNRECORDED, Fate.DEAD_LETTERED, Fate.LOST, Fate.PENDING)
 # An output younger than this may still be getting its metrics line: the flow waits a few
 # seconds for the store's webhook, then checks the output itself (WEBHOOK_GRACE_MS).
 RECORD_GRACE_S = 15.0
@@ -59,16 +60,16 @@ def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool =
 
     Each source object (under ``prefix``, modified at or after ``since``) gets one state:
 
-    - ``processed``: its output (the action's output-key rule) is in ``dit247c`` (two sources
-      that map to one output, ``cat.png`` and ``cat.gif``, count as processed once either is);
+    - ``resized``: its output (the action's output-key rule) is in ``dit247c`` (two sources
+      that map to one output, ``cat.png`` and ``cat.gif``, count as resized once either is);
     - ``unrecorded``: its output is there, older than ``record_grace_s``, but no metrics line
       names the key: the image was resized, yet the measurement lost it (the flow was
       redeployed or restarted between the invoke and its record);
     - ``dead_lettered``: a metrics line with outcome ``error`` or a ``dit247-dlq`` record names it;
-    - ``young``: modified less than ``grace_s`` ago, so it may still be on its way (left alone);
-    - ``missing``: none of the above: the pipeline lost it.
+    - ``pending``: modified less than ``grace_s`` ago, so it may still be on its way (left alone);
+    - ``lost``: none of the above: the pipeline lost it.
 
-    A missing or unrecorded object is republished (action ``republished``) as a synthetic
+    A lost or unrecorded object is republished (action ``republished``) as a synthetic
     ObjectCreated event on topic ``dit247``, or reported only (action ``dry_run``) when
     ``republish`` is False. The action is idempotent, so an unrecorded image is resized
     again onto the same output key and then recorded. Every other state has action ``none``.
@@ -100,13 +101,13 @@ def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool =
     for key, (modified_ms, size, etag) in sources.items():
         out_ms = outputs.get(output_key(key))
         settled = out_ms is not None and now_ms - out_ms >= max(grace_s, record_grace_s) * 1000
-        state = ("unrecorded" if settled and key not in recorded else "processed" if out_ms is not None
-                 else "dead_lettered" if key in dead
-                 else "young" if now_ms - modified_ms < grace_s * 1000 else "missing")
-        rows.append({"key": key, "state": state, "action": "none", "key_out": output_key(key),
+        state = (Fate.UNRECORDED if settled and key not in recorded else Fate.RESIZED if out_ms is not None
+                 else Fate.DEAD_LETTERED if key in dead
+                 else Fate.PENDING if now_ms - modified_ms < grace_s * 1000 else Fate.LOST)
+        rows.append({"key": key, "state": str(state), "action": "none", "key_out": output_key(key),
                      "last_modified_ms": modified_ms, "size": size, "etag": etag})
     table = pd.DataFrame(rows, columns=[*RECONCILE_COLUMNS, "size", "etag"])
-    missing = table["state"].isin(["missing", "unrecorded"])
+    missing = table["state"].isin([Fate.LOST, Fate.UNRECORDED])
     if republish and missing.any():
         publish_events(lab, table[missing].itertuples())
     table.loc[missing, "action"] = "republished" if republish else "dry_run"
@@ -163,34 +164,10 @@ def dead_letter_keys(lab: Lab, since_ms: float | None = None, lines: list[dict] 
 def _dlq_keys(bootstrap: str, since_ms: float | None) -> set[str]:
     """Keys named by the DLQ's JSON records (from ``since_ms`` on), read once up to the current end."""
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000,
-                                 client_id=f"labkit-reconcile-{uuid.uuid4().hex[:6]}")
+        return {k for record in tail(bootstrap, DLQ_TOPIC, since_ms=since_ms) if (k := _dlq_key(record.value))}
     except KafkaError as e:
         raise ServiceError(f"reconcile: Kafka is unreachable ({e}), so the DLQ cannot be read. "
                            "Hint: `labkit start kafka`.") from e
-    try:
-        partitions = [TopicPartition(DLQ_TOPIC, p) for p in consumer.partitions_for_topic(DLQ_TOPIC) or ()]
-        if not partitions:
-            return set()
-        consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions)
-        starts = consumer.offsets_for_times({tp: int(since_ms) for tp in partitions}) if since_ms else {}
-        for tp in partitions:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found else (ends[tp] if since_ms else 0))
-        return {k for record in _until(consumer, ends) if (k := _dlq_key(record.value))}
-    finally:
-        consumer.close()
-
-
-def _until(consumer: KafkaConsumer, ends: dict[TopicPartition, int]) -> Iterable:
-    """Records up to ``ends`` (bounded: stops at the end offsets or after a 1 s lull)."""
-    if all(consumer.position(tp) >= end for tp, end in ends.items()):
-        return
-    for record in consumer:
-        yield record
-        if all(consumer.position(tp) >= end for tp, end in ends.items()):
-            return
 
 
 def _dlq_key(value: bytes | None) -> str | None:

@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -33,9 +32,8 @@ from tenacity import (
 
 from labkit.errors import LabConfigError, ServiceError
 from labkit.pipeline.images import PoolImage
-from labkit.pipeline.metrics import load_metrics
+from labkit.pipeline.metrics import load_metrics, metrics_path  # noqa: F401 - metrics_path: re-exported
 from labkit.stack.lab import Lab
-from labkit.stack.services.nodered import METRICS_FILE
 
 UPLOAD_PATH = "/upload"
 # An upload may wait out the flow's retry deadline (30 s by default) before it answers.
@@ -53,11 +51,6 @@ CLIENT_RETRY_ON = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtoco
 NOT_READY_STATUSES = (404, 502)
 CLIENT_RETRY_DEADLINE_S = 45.0
 CLIENT_RETRY_MAX_WAIT_S = 3.0
-
-
-def metrics_path(lab: Lab) -> Path:
-    """The metrics file Node-RED appends to (``LABKIT_METRICS_FILE`` of the nodered service)."""
-    return lab.ctx.config.data_dir / METRICS_FILE
 
 
 class _NotReady(Exception):
@@ -190,5 +183,5 @@ def wait_for(lab: Lab, keys: Iterable[str], timeout_s: float = 120.0) -> pd.Data
         if time.monotonic() >= deadline:
             raise ServiceError(
                 f"{len(missing)} of {len(wanted)} images have no line in {path} after {timeout_s:.0f} s "
-                f"(first: {missing[:3]}). Hint: `labkit.pipeline.deploy.verify(lab)` names the hop that fails.")
+                f"(first: {missing[:3]}). Hint: `labkit.pipeline.verify.verify(lab)` names the hop that fails.")
         time.sleep(POLL_INTERVAL_S)

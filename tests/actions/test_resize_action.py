@@ -16,7 +16,8 @@ import urllib3
 from minio.error import S3Error
 from PIL import Image, ImageFile
 
-from labkit.pipeline.images import BAD_INPUT_EXPECTED, bad_input_corpus, render_photo
+from labkit.pipeline.bad_inputs import BAD_INPUT_EXPECTED, bad_input_corpus
+from labkit.pipeline.images import render_photo
 
 MAX_PIXELS = 50_000_000
 FORMATS = ("JPEG", "PNG", "WEBP")

@@ -1,0 +1,113 @@
+"""The SLA's pictures: the latency ECDF against the threshold, and the time per pipeline stage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+
+from labkit.analysis.results import STAGE_COLUMNS, _groups, _pct, breakdown, latencies_s
+
+
+def _legend_label(name: str, rows: pd.DataFrame) -> str:
+    counts = rows["status"].value_counts()
+    label = f"{name} (n={len(rows)}, lost {counts.get('lost', 0)}, error {counts.get('error', 0)}"
+    pending = counts.get("pending", 0)
+    return label + (f", pending {pending})" if pending else ")")
+
+
+def _use_log(finished_s: np.ndarray, log: bool | str) -> bool:
+    if log != "auto":
+        return bool(log)
+    median = np.median(finished_s) if finished_s.size else 0.0
+    return bool(median > 0 and finished_s.max() / median > 20)
+
+
+def ecdf_plot(
+    results: pd.DataFrame,
+    threshold_s: float = 10,
+    by: str | Sequence[str] | None = "policy",
+    log: bool | str = "auto",
+    ax: Axes | None = None,
+    target: float = 0.99,
+) -> Axes:
+    """Plot the ECDF of end-to-end latency, one line per group, with the SLA marked.
+
+    Honest about failures: each group's finished durations are plotted with weight
+    1/(all images of the group) and ``stat="count"``, so a curve tops out at the share of
+    images that finished, never at 1 when some were lost, dead-lettered or still pending.
+    (Giving them +inf instead would not work: seaborn silently drops infinite values, and
+    ``stat="proportion"`` would rescale the finished ones to 1.)
+
+    Args:
+        results: the per-image results table.
+        threshold_s: the SLA's latency bound, drawn as a vertical line.
+        by: column(s) whose values get one line each, or None for a single line.
+        log: log x-axis: True, False, or "auto" (when max/median of finished latencies > 20).
+        ax: where to draw; a new figure when None.
+        target: the SLA's share, drawn as a horizontal line.
+
+    Returns:
+        The axes, with one labelled line per group (label "name (n=…, lost …, error …)").
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
+    finished = latencies_s(results)
+    finished = finished[np.isfinite(finished)]
+    for name, rows in _groups(results, by):
+        done = latencies_s(rows)
+        done = done[np.isfinite(done)]
+        label = _legend_label(name, rows)
+        if done.size:
+            sns.ecdfplot(x=done, weights=np.full(done.size, 1 / len(rows)), stat="count", ax=ax, label=label)
+        else:
+            ax.plot([], [], label=label)  # nothing finished: keep the group (and its losses) in the legend
+    _decorate_ecdf(ax, finished, threshold_s, target, _use_log(finished, log), by)
+    return ax
+
+
+def _decorate_ecdf(ax: Axes, finished: np.ndarray, threshold_s: float, target: float, log: bool, by) -> None:
+    ax.axvline(threshold_s, color="#c62828", linestyle="--", linewidth=1.2, label=f"SLA bound {threshold_s:g} s")
+    ax.axhline(target, color="#555555", linestyle=":", linewidth=1.2, label=f"SLA share {_pct(target)}")
+    high = max(finished.max() if finished.size else threshold_s, threshold_s) * 1.15
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(max(finished.min() * 0.8, 1e-3) if finished.size else threshold_s / 100, high)
+    else:
+        ax.set_xlim(0, high)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("end-to-end latency (s)" + (", log scale" if log else ""))
+    ax.set_ylabel("share of all images done within x")
+    grouping = "" if by is None else f" by {by if isinstance(by, str) else ' / '.join(by)}"
+    ax.set_title(f"End-to-end latency{grouping} (unfinished images count as late)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
+
+
+def stage_plot(results: pd.DataFrame, by: str | Sequence[str] | None = "policy", ax: Axes | None = None) -> Axes:
+    """Stacked horizontal bars of the median time of each stage, one bar per group."""
+    table = breakdown(results, by)
+    if table.empty:  # no image finished a stage (all lost, say): say so rather than draw nothing
+        if ax is None:
+            _, ax = plt.subplots(figsize=(9, 1.6), layout="constrained")
+        ax.text(0.5, 0.5, "no image finished any stage: no stage times to show", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
+    keys = [c for c in table.columns if c not in ("stage", "n", "median_ms", "p95_ms", "p99_ms")]
+    table["group"] = table[keys].astype(str).agg(" / ".join, axis=1) if keys else "all"
+    wide = table.pivot(index="group", columns="stage", values="median_ms").reindex(columns=list(STAGE_COLUMNS))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * len(wide)), layout="constrained")
+    wide.columns = [c.removesuffix("_ms") for c in wide.columns]
+    wide.iloc[::-1].plot.barh(stacked=True, ax=ax, color=sns.color_palette("Set2", len(STAGE_COLUMNS)), width=0.7)
+    ax.set_xlabel("median time per stage (ms); medians do not add up to the end-to-end median")
+    ax.set_ylabel("")
+    ax.set_title("Where the time goes: median of each stage")
+    ax.legend(title="stage", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+    ax.grid(True, axis="x", alpha=0.3)
+    return ax

@@ -1,0 +1,53 @@
+"""An image's fate: the one vocabulary for where an uploaded image ended up.
+
+Reconcile, audit, experiment results, reports and the SLA all speak it. The flow's
+metrics line has its own, smaller vocabulary (:class:`Outcome`: how the flow's work on
+one image ended); :meth:`Fate.of_outcome` is the one translation between the two.
+
+Example:
+    >>> Fate.of_outcome("ok")
+    <Fate.RESIZED: 'resized'>
+    >>> Fate.LOST.is_failure
+    True
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """The ``outcome`` field of a metrics line (``stack/nodered/metrics-line.schema.json``)."""
+
+    OK = "ok"  # the output is written and its webhook came back
+    ERROR = "error"  # the flow gave up on the image and dead-lettered it, with a ``code``
+
+
+class Fate(StrEnum):
+    """Where an uploaded image ended up."""
+
+    RESIZED = "resized"  # its output is in dit247c, with a metrics line
+    UNRECORDED = "unrecorded"  # its output is in dit247c, but no metrics line says so (reconcile re-records it)
+    DEAD_LETTERED = "dead_lettered"  # the pipeline gave up on it and said why (metrics line or DLQ record)
+    REFUSED = "refused"  # the upload itself was refused, so the client knows and the pipeline never had it
+    PENDING = "pending"  # not judged yet: it may still be on its way
+    LOST = "lost"  # none of the above: no output, no dead letter, and old enough to judge
+
+    @classmethod
+    def of_outcome(cls, outcome: str) -> Fate:
+        """The fate a metrics line's ``outcome`` stands for."""
+        return cls.RESIZED if outcome == Outcome.OK else cls.DEAD_LETTERED
+
+    @property
+    def is_failure(self) -> bool:
+        """True for a fate the pipeline must never produce: a silent loss."""
+        return self is Fate.LOST
+
+    @property
+    def has_output(self) -> bool:
+        """True when the resized image is in the output bucket."""
+        return self in (Fate.RESIZED, Fate.UNRECORDED)
+
+
+# The fates an audit counts; an unrecorded image is resized (its measurement is what is missing).
+AUDITED = (Fate.RESIZED, Fate.DEAD_LETTERED, Fate.PENDING, Fate.LOST)
