@@ -3,142 +3,49 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hmac
 import json
 import logging
-import re
-import secrets
-import string
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.authentication import (
-    AuthCredentials,
-    AuthenticationBackend,
-    AuthenticationError,
-    SimpleUser,
-)
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from labkit.faas.activation import HTTP_STATUS, build_record, new_activation_id
-from labkit.faas.config import Credentials, RunnerSettings
+from labkit.faas.config import RunnerSettings
+from labkit.faas.entities import _activation_summary, _summary, build_action
+from labkit.faas.http import (
+    ACTIVATION_ID_RE,
+    BasicAuthBackend,
+    _auth_error,
+    _entity_name,
+    _flag,
+    _int_param,
+    _namespace,
+    _page,
+    _validation_message,
+    error_response,
+)
 from labkit.faas.models import (
     DEFAULT_NAMESPACE,
     SUPPORTED_KINDS,
     ActionPut,
-    KeyValue,
     Msg,
-    bump_patch,
-    check_entity_name,
-    merge_limits,
 )
 from labkit.faas.pool import Invocation, WorkerManager, now_ms
 from labkit.faas.store import ActionStore, ActivationStore, Record
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1/"
-LIST_MAX = 200
-ACTIVATION_ID_RE = re.compile(r"\A[0-9a-f]{32}\Z")
-_TXID_ALPHABET = string.ascii_letters + string.digits
-
-
-def _transaction_id() -> str:
-    """OpenWhisk puts a transaction id in every error body's ``code``."""
-    return "".join(secrets.choice(_TXID_ALPHABET) for _ in range(32))
-
-
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """OpenWhisk's error body: ``{"error": ..., "code": ...}``."""
-    return JSONResponse({"error": message, "code": _transaction_id()}, status_code=status, headers=headers)
-
-
-class BasicAuthBackend(AuthenticationBackend):
-    """Checks HTTP basic auth (uuid:key) on every ``/api/v1/...`` route."""
-
-    def __init__(self, creds: Credentials) -> None:
-        """Remember the expected credentials.
-
-        Args:
-            creds: The runner's uuid and key.
-        """
-        self._user = creds.uuid.encode()
-        self._key = creds.key.encode()
-
-    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
-        """Accept valid credentials, reject anything else under ``/api/v1/``."""
-        if not conn.url.path.startswith(API_PREFIX):
-            return None  # /ping and /api/v1 are open
-        scheme, _, encoded = conn.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            raise AuthenticationError(Msg.UNAUTHENTICATED)
-        try:
-            user, _, key = base64.b64decode(encoded.strip(), validate=True).partition(b":")
-        except (binascii.Error, ValueError):
-            raise AuthenticationError(Msg.UNAUTHENTICATED) from None
-        # Evaluate both comparisons so timing does not reveal which part was wrong.
-        user_ok = hmac.compare_digest(user, self._user)
-        key_ok = hmac.compare_digest(key, self._key)
-        if not (user_ok and key_ok):
-            raise AuthenticationError(Msg.UNAUTHENTICATED)
-        return AuthCredentials(["authenticated"]), SimpleUser(user.decode())
-
-
-def _auth_error(conn: HTTPConnection, exc: Exception) -> Response:
-    return error_response(401, str(exc), headers={"WWW-Authenticate": 'Basic realm="labkit-faas"'})
-
 
 # --- request helpers ---------------------------------------------------------
-
-
-def _flag(request: Request, name: str) -> bool:
-    return request.query_params.get(name, "false").lower() == "true"
-
-
-def _int_param(request: Request, name: str, default: int, collection: str) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise HTTPException(400, f"The value '{raw}' is not an integer for {collection}.") from None
-
-
-def _page(request: Request, collection: str) -> tuple[int, int]:
-    """``limit`` and ``skip`` with OpenWhisk's bounds (limit 0 means the default)."""
-    limit = _int_param(request, "limit", 30, collection)
-    skip = _int_param(request, "skip", 0, collection)
-    if not 0 <= limit <= LIST_MAX:
-        raise HTTPException(400, f"The value '{limit}' is not in the range of 0 to {LIST_MAX} for {collection}.")
-    if skip < 0:
-        raise HTTPException(400, f"The value '{skip}' is not greater than or equal to 0 for {collection}.")
-    return limit or 30, skip
-
-
-def _namespace(request: Request) -> str:
-    """Resolve ``_`` to the default namespace; other namespaces are not ours."""
-    ns = request.path_params["ns"]
-    if ns in ("_", DEFAULT_NAMESPACE):
-        return DEFAULT_NAMESPACE
-    raise HTTPException(403, f"The supplied authentication is not authorized to access '{ns}'.")
-
-
-def _entity_name(request: Request) -> str:
-    name = str(request.path_params["name"])
-    if not check_entity_name(name):
-        raise HTTPException(400, Msg.ENTITY_NAME_ILLEGAL)
-    return name
 
 
 async def _read_json(request: Request, limit: int, field: str) -> Any:
@@ -160,74 +67,6 @@ async def _read_json(request: Request, limit: int, field: str) -> Any:
         return json.loads(body)
     except ValueError as exc:
         raise HTTPException(400, f"{Msg.MALFORMED}{exc}") from None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        text = err["msg"].removeprefix("Value error, ")
-        parts.append(f"requirement failed: {text}" if not where else f"{where}: requirement failed: {text}")
-    return Msg.MALFORMED + "\n".join(parts)
-
-
-def _kv_list(entries: list[KeyValue]) -> list[dict[str, Any]]:
-    out = []
-    for kv in entries:
-        item: dict[str, Any] = {"key": kv.key, "value": kv.value}
-        if kv.init:
-            item["init"] = True
-        out.append(item)
-    return out
-
-
-def _summary(action: Record) -> Record:
-    """An action as OpenWhisk lists it: exec without code."""
-    exec_ = {"kind": action["exec"]["kind"], "binary": False}
-    return {**action, "exec": exec_}
-
-
-def _activation_summary(record: Record) -> Record:
-    """An activation as OpenWhisk lists it without ``docs=true``: no logs, no response."""
-    return {k: v for k, v in record.items() if k not in ("logs", "response")}
-
-
-def build_action(namespace: str, name: str, put: ActionPut, existing: Record | None) -> Record:
-    """Create or update an action record the way OpenWhisk merges a PUT.
-
-    Args:
-        namespace: Resolved namespace.
-        name: Action name.
-        put: The validated request.
-        existing: The stored record when updating.
-
-    Returns:
-        The new record (version bumped on update).
-    """
-    if put.exec is None and existing is None:
-        raise HTTPException(400, f"{Msg.MALFORMED}requirement failed: exec undefined")
-    if put.exec is not None:
-        exec_: Record = {"kind": put.exec.kind, "code": put.exec.code or "", "binary": False}
-        if put.exec.main:
-            exec_["main"] = put.exec.main
-    else:
-        exec_ = dict(existing["exec"])  # type: ignore[index]
-    old = existing or {}
-    # Fields left out of an update keep their stored value, as in OpenWhisk.
-    annotations = _kv_list(put.annotations) if put.annotations is not None else old.get("annotations", [])
-    annotations = [a for a in annotations if a["key"] != "exec"] + [{"key": "exec", "value": exec_["kind"]}]
-    parameters = _kv_list(put.parameters) if put.parameters is not None else old.get("parameters", [])
-    return {
-        "namespace": namespace,
-        "name": name,
-        "version": bump_patch(existing["version"]) if existing else "0.0.1",
-        "exec": exec_,
-        "parameters": parameters,
-        "limits": merge_limits(existing["limits"] if existing else None, put.limits),
-        "annotations": annotations,
-        "publish": False,
-        "updated": now_ms(),
-    }
 
 
 # --- the service -------------------------------------------------------------

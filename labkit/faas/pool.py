@@ -18,89 +18,28 @@ import shutil
 import time
 import uuid
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import psutil
 
 from labkit.faas.activation import WHISK_ERROR, Execution, Verdict, judge_init, judge_run
 from labkit.faas.config import AUTH_ENV, RunnerSettings
-from labkit.faas.models import Msg, kv_to_dict
+from labkit.faas.invocation import (
+    MB,
+    PREWARM_SLOT_WAIT_S,
+    ActionPool,
+    Invocation,
+    ShuttingDown,
+    _fq_name,
+    _identity,
+    _kill_strays,
+    init_message,
+    now_ms,
+    prewarm_count,
+    run_message,
+)
+from labkit.faas.models import Msg
 from labkit.faas.worker import Outcome, Worker
 
 log = logging.getLogger(__name__)
-MB = 1024 * 1024
-PREWARM_SLOT_WAIT_S = 10.0  # how long pre-warming waits for a free slot under the global cap
-
-
-class ShuttingDown(RuntimeError):
-    """The runner is stopping; no new worker may start."""
-
-
-def now_ms() -> int:
-    """Wall-clock epoch milliseconds, as OpenWhisk records start and end."""
-    return time.time_ns() // 1_000_000
-
-
-@dataclass
-class Invocation:
-    """One request to run an action.
-
-    Attributes:
-        action: The stored action record, read when the request arrived.
-        params: Invocation parameters (merged over the bound ones when run).
-        activation_id: The id announced to the caller.
-        arrived_ms: Epoch ms when the request arrived (for ``waitTime``).
-        api_key: Passed to the action only if it asks (``provide-api-key``).
-    """
-
-    action: dict[str, Any]
-    params: dict[str, Any]
-    activation_id: str
-    arrived_ms: int
-    api_key: str | None = None
-
-
-class ActionPool:
-    """Warm workers and the concurrency gate of one action version."""
-
-    def __init__(self, identity: tuple[str, int], concurrency: int) -> None:
-        """Create an empty pool.
-
-        Args:
-            identity: ``(version, updated)`` of the action these workers run.
-            concurrency: Workers (so activations) allowed at once.
-        """
-        self.identity = identity
-        self.gate = asyncio.Semaphore(concurrency)
-        self.idle: list[Worker] = []
-        self.retired = False
-        self.keep_warm = 0  # idle workers the reaper leaves alone (pre-warmed actions)
-
-
-def _identity(action: Mapping[str, Any]) -> tuple[str, int]:
-    return action["version"], action["updated"]
-
-
-def _fq_name(action: Mapping[str, Any]) -> str:
-    return f"/{action['namespace']}/{action['name']}"
-
-
-def _wants_api_key(action: Mapping[str, Any]) -> bool:
-    return bool(kv_to_dict(action.get("annotations", [])).get("provide-api-key"))
-
-
-def prewarm_count(action: Mapping[str, Any]) -> int:
-    """Workers to keep warm for ``action``: its ``prewarm`` annotation (``true`` means its
-    concurrency; a number is capped by it), else 0."""
-    value = kv_to_dict(action.get("annotations", [])).get("prewarm")
-    concurrency = int(action["limits"]["concurrency"])
-    if value is True:
-        return concurrency
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return min(int(value), concurrency)
-    return 0
 
 
 class WorkerManager:
@@ -190,13 +129,13 @@ class WorkerManager:
         logs: list[str] = []
         try:
             if cold:
-                init = await worker.init(self._init_value(inv.action), limits["timeout"] / 1000, limits["logs"] * MB)
+                init = await worker.init(init_message(inv.action, self._settings.effective_api_host), limits["timeout"] / 1000, limits["logs"] * MB)
                 init_ms, logs = init.elapsed_ms, init.logs
                 verdict = self._shutdown_verdict(init) or judge_init(init, limits["timeout"])
                 if verdict is not None:
                     await self._discard(worker)
                     return Execution(start_ms, now_ms(), wait_ms, verdict, logs, init_ms)
-            outcome = await worker.run(self._run_message(inv), limits["timeout"] / 1000, limits["logs"] * MB)
+            outcome = await worker.run(run_message(inv), limits["timeout"] / 1000, limits["logs"] * MB)
         except BaseException:
             await self._discard(worker)
             raise
@@ -257,38 +196,6 @@ class WorkerManager:
             raise ShuttingDown()
         return worker
 
-    def _init_value(self, action: Mapping[str, Any]) -> dict[str, Any]:
-        exec_ = action["exec"]
-        return {
-            "name": action["name"],
-            "main": exec_.get("main") or "main",
-            "code": exec_.get("code") or "",
-            "binary": False,
-            "env": {
-                "__OW_API_HOST": self._settings.effective_api_host,
-                "__OW_NAMESPACE": action["namespace"],
-                "__OW_ACTION_NAME": _fq_name(action),
-                "__OW_ACTION_VERSION": action["version"],
-            },
-        }
-
-    @staticmethod
-    def _run_message(inv: Invocation) -> dict[str, Any]:
-        """The run message; its keys become ``__OW_*`` variables in the worker."""
-        action = inv.action
-        params = {**kv_to_dict(action.get("parameters", [])), **inv.params}
-        message: dict[str, Any] = {
-            "value": params,
-            "namespace": action["namespace"],
-            "action_name": _fq_name(action),
-            "action_version": action["version"],
-            "activation_id": inv.activation_id,
-            "deadline": str(now_ms() + action["limits"]["timeout"]),
-        }
-        if inv.api_key and _wants_api_key(action):
-            message["api_key"] = inv.api_key
-        return message
-
     # --- pools and slots ---------------------------------------------------
 
     def _pool_for(self, action: Mapping[str, Any]) -> ActionPool:
@@ -336,7 +243,7 @@ class WorkerManager:
             return
         limits = action["limits"]
         try:
-            init = await worker.init(self._init_value(action), limits["timeout"] / 1000, limits["logs"] * MB)
+            init = await worker.init(init_message(action, self._settings.effective_api_host), limits["timeout"] / 1000, limits["logs"] * MB)
         except BaseException:
             await self._discard(worker)
             raise
@@ -456,17 +363,3 @@ class WorkerManager:
         await asyncio.gather(*(self._discard(w) for w in workers), return_exceptions=True)
         if self._background:
             await asyncio.wait(self._background, timeout=2.0)
-
-
-def _kill_strays(workdirs: Path) -> None:
-    """Kill processes still running inside old worker directories.
-
-    Workers die with the runner (PDEATHSIG), but processes an action started
-    survive a runner that was SIGKILLed; their working directory gives them away.
-    """
-    root = str(workdirs.resolve()) + os.sep
-    for proc in psutil.process_iter(["cwd"]):
-        cwd = proc.info.get("cwd")
-        if cwd and (cwd + os.sep).startswith(root):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
