@@ -15,7 +15,7 @@ from PIL import Image
 DROPPED = "failed to send kafka event"
 
 
-def poll(what: str, fetch: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.2) -> Any:
+def poll(what: str, fetch: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.2) -> Any:
     """Call ``fetch`` until it returns something truthy, and return that; fail the test after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not (value := fetch()):

@@ -13,8 +13,7 @@ import re
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pandas as pd
@@ -25,13 +24,13 @@ from minio.error import S3Error
 from labkit.errors import ServiceError
 from labkit.experiments.faults import Fault, FaultInjector
 from labkit.experiments.run import drain, fresh_outputs
-from labkit.faas.client import FaasError
 from labkit.pipeline import deploy as pipeline
 from labkit.pipeline import upload
 from labkit.pipeline.bad_inputs import bad_input_corpus
 from labkit.pipeline.images import generate_pool
 from labkit.pipeline.metrics import STAMPS, lab_metrics
 from labkit.pipeline.verify import verify
+from labkit.stack.clients.openwhisk import FaasError
 from labkit.stack.lab import Lab
 from labkit.stack.services.storage import TOPIC, WEBHOOK_PATH
 from tests.support import end_offsets, poll, read_from, read_output
@@ -40,18 +39,6 @@ pytestmark = pytest.mark.stack
 
 DLQ = "dit247-dlq"
 MAX_EDGE = 640
-
-
-def poll(what: str, fetch: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.25) -> Any:
-    """Call ``fetch`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fetch()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 @pytest.fixture(scope="module")

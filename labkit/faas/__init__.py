@@ -1,11 +1,6 @@
-"""labkit's own OpenWhisk-compatible FaaS runner and client.
+"""labkit's own OpenWhisk-compatible FaaS runner: a server the stack runs as its ``faas`` service.
 
-Run the service with ``python -m labkit.faas --data-dir DIR`` (auth from
-``LABKIT_FAAS_AUTH``); talk to it, or to a real OpenWhisk, with
-:class:`OpenWhiskClient`. Importing this package does not pull in the server
-dependencies.
+Run it with ``python -m labkit.faas --data-dir DIR`` (auth from ``LABKIT_FAAS_AUTH``). Talk
+to it, or to a real OpenWhisk, with :class:`labkit.stack.clients.openwhisk.OpenWhiskClient`.
+It needs nothing of labkit but the error types and ``labkit.core``.
 """
-
-from labkit.faas.client import FaasError, OpenWhiskClient
-
-__all__ = ["FaasError", "OpenWhiskClient"]

@@ -26,9 +26,9 @@ from kafka import KafkaProducer
 from minio.error import S3Error
 
 from labkit.errors import LabConfigError, ServiceError
-from labkit.faas.client import FaasError, OpenWhiskClient
 from labkit.pipeline.kafka import committed_past
 from labkit.pipeline.retry import RetryHops, RetryPolicy, bind_hops
+from labkit.stack.clients.openwhisk import FaasError, OpenWhiskClient
 from labkit.stack.lab import Lab
 from labkit.stack.readiness import poll_until
 from labkit.stack.services.storage import (

@@ -13,11 +13,11 @@ import httpx
 from minio.error import S3Error
 
 from labkit.errors import ServiceError
-from labkit.faas.client import FaasError
 from labkit.pipeline.deploy import ACTION, OUTPUT_BUCKET, SOURCE_BUCKET
 from labkit.pipeline.images import generate_pool
 from labkit.pipeline.kafka import event_seen
 from labkit.pipeline.upload import upload_one, wait_for
+from labkit.stack.clients.openwhisk import FaasError
 from labkit.stack.lab import Lab
 from labkit.stack.services.storage import TOPIC
 

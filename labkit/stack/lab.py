@@ -9,9 +9,9 @@ import pandas as pd
 from minio import Minio
 
 from labkit.core.progress import QUIET, Reporter
-from labkit.faas.client import OpenWhiskClient
-from labkit.pipeline.nodered import NodeRedAdmin
 from labkit.stack.backends import Backend, ServiceStatus, get_backend
+from labkit.stack.clients.nodered import NodeRedAdmin
+from labkit.stack.clients.openwhisk import OpenWhiskClient
 from labkit.stack.context import LabContext
 from labkit.stack.services.mail import Mailbox
 from labkit.stack.services.toxiproxy import ToxiproxyClient

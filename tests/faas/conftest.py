@@ -19,7 +19,7 @@ import psutil
 import pytest
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from labkit.faas.client import OpenWhiskClient
+from labkit.stack.clients.openwhisk import OpenWhiskClient
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from labkit.faas.client import FaasError, OpenWhiskClient
+from labkit.stack.clients.openwhisk import FaasError, OpenWhiskClient
 
 ECHO = textwrap.dedent("""
     import os

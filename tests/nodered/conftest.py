@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.pipeline.nodered import NodeRedAdmin
+from labkit.stack.clients.nodered import NodeRedAdmin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # nodered_flows, nodered_support
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labkit.pipeline.nodered import NodeRedAdmin
+from labkit.stack.clients.nodered import NodeRedAdmin
 from labkit.stack.services.nodered import NODERED_DIR
 
 SETTINGS = NODERED_DIR / "settings.js"

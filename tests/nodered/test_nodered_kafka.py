@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from nodered_flows import function, http_in, http_response, kafka_broker, kafka_in, kafka_out, tab
 from nodered_support import NodeRedEndpoint
 
-from labkit.pipeline.nodered import NodeRedAdmin
+from labkit.stack.clients.nodered import NodeRedAdmin
 
 STORE = ("const got = flow.get('got') || [];\n"
          "got.push({payload: msg.payload, topic: msg.topic, kafka: msg.kafka});\n"

@@ -11,7 +11,7 @@ import pytest
 from nodered_flows import dashboard_flow, smoke_flow
 from nodered_support import SETTINGS, NodeRedEndpoint
 
-from labkit.pipeline.nodered import NodeRedAdmin, NodeRedError
+from labkit.stack.clients.nodered import NodeRedAdmin, NodeRedError
 from labkit.stack.services.nodered import MAX_BODY_BYTES
 
 
