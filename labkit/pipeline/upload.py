@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from labkit.errors import LabConfigError, ServiceError
 from labkit.pipeline.images import PoolImage
 from labkit.pipeline.metrics import load_metrics, metrics_path  # noqa: F401 - metrics_path: re-exported
 from labkit.stack.lab import Lab
+from labkit.stack.readiness import poll_until
 
 UPLOAD_PATH = "/upload"
 # An upload may wait out the flow's retry deadline (30 s by default) before it answers.
@@ -173,15 +173,16 @@ def wait_for(lab: Lab, keys: Iterable[str], timeout_s: float = 120.0) -> pd.Data
     """
     wanted = list(dict.fromkeys(keys))
     path = metrics_path(lab)
-    deadline = time.monotonic() + timeout_s
-    while True:
+    seen: dict[str, pd.DataFrame] = {}
+
+    def all_recorded() -> bool:
         frame = load_metrics(path)
-        found = frame[frame["key"].isin(wanted)].drop_duplicates("key", keep="last").set_index("key")
-        missing = [k for k in wanted if k not in found.index]
-        if not missing:
-            return found.loc[wanted].reset_index()
-        if time.monotonic() >= deadline:
-            raise ServiceError(
-                f"{len(missing)} of {len(wanted)} images have no line in {path} after {timeout_s:.0f} s "
-                f"(first: {missing[:3]}). Hint: `labkit.pipeline.verify.verify(lab)` names the hop that fails.")
-        time.sleep(POLL_INTERVAL_S)
+        seen["found"] = frame[frame["key"].isin(wanted)].drop_duplicates("key", keep="last").set_index("key")
+        return len(seen["found"]) == len(wanted)
+
+    if poll_until(all_recorded, timeout_s, POLL_INTERVAL_S) == "ready":
+        return seen["found"].loc[wanted].reset_index()
+    missing = [k for k in wanted if k not in seen["found"].index]
+    raise ServiceError(
+        f"{len(missing)} of {len(wanted)} images have no line in {path} after {timeout_s:.0f} s "
+        f"(first: {missing[:3]}). Hint: `labkit.pipeline.verify.verify(lab)` names the hop that fails.")

@@ -11,6 +11,7 @@ import pytest
 from nodered_flows import dashboard_flow, smoke_flow
 from nodered_support import SETTINGS, NodeRedEndpoint
 
+from labkit.errors import LabConfigError
 from labkit.stack.clients.nodered import NodeRedAdmin, NodeRedError
 from labkit.stack.services.nodered import MAX_BODY_BYTES
 
@@ -69,7 +70,7 @@ def test_settings_as_seen_by_the_editor(admin: NodeRedAdmin) -> None:
     assert s["httpNodeRoot"] == "/"
     assert s["version"].startswith("4.1.")
     assert s["user"]["permissions"] == "*"
-    with pytest.raises(ValueError):
+    with pytest.raises(LabConfigError, match="deployment_type"):
         admin.deploy([], deployment_type="everything")
 
 

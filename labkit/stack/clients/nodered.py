@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from labkit.errors import ServiceError
+from labkit.errors import LabConfigError, ServiceError
 
 __all__ = ["NodeRedAdmin", "NodeRedError", "DEPLOYMENT_TYPES"]
 
@@ -152,7 +152,7 @@ class NodeRedAdmin:
         if the flows were changed by someone else in between.
         """
         if deployment_type not in DEPLOYMENT_TYPES:
-            raise ValueError(f"deployment_type must be one of {sorted(DEPLOYMENT_TYPES)}, not {deployment_type!r}")
+            raise LabConfigError(f"deployment_type must be one of {sorted(DEPLOYMENT_TYPES)}, not {deployment_type!r}")
         body: dict[str, Any] = {"flows": list(flows)}
         if rev is not None:
             body["rev"] = rev

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from labkit.errors import ServiceError
+from labkit.errors import LabConfigError, ServiceError
 
 DEFAULT_TIMEOUT_S = 30.0
 # A blocking invoke can take OpenWhisk's full 60 s before it answers 202.
@@ -95,7 +95,7 @@ class OpenWhiskClient:
         """
         user, sep, key = auth.partition(":")
         if not sep:
-            raise ValueError("auth must be 'uuid:key'")
+            raise LabConfigError("the OpenWhisk auth must be 'uuid:key'. Fix: pass the key from `wsk property get --auth`.")
         self.namespace = namespace
         self._http = httpx.Client(
             base_url=_api_base(base_url), auth=(user, key), timeout=timeout_s, verify=verify
