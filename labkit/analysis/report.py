@@ -13,7 +13,6 @@ import html
 import io
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from matplotlib.figure import Figure
 
 from labkit.analysis import sla
+from labkit.core.runs import public_env, save_tables
 from labkit.errors import LabConfigError
 from labkit.pipeline.metrics import STAGES
 from labkit.stack.config import LabConfig, load_config
@@ -31,36 +31,20 @@ from labkit.stack.secrets import SECRETS_FILE, load_or_create
 
 RUN_FILES = ("results.csv", "probes.csv", "env.json")
 FORMATS = ("html", "pdf")
-# Names of env entries and config values that are never shown, whatever their value.
-SECRET_NAME = re.compile("KEY|SECRET|PASSWORD|TOKEN|AUTH", re.IGNORECASE)
 PNG_DPI = 144
 
 
 # --- run directories ------------------------------------------------------------------------
 
 
-def public_env(env: dict) -> dict:
-    """``env`` without any entry (at any depth) whose name contains KEY/SECRET/PASSWORD/TOKEN/AUTH."""
-    return {
-        k: public_env(v) if isinstance(v, dict) else v
-        for k, v in env.items()
-        if not SECRET_NAME.search(str(k))
-    }
-
-
 def save_run(results: pd.DataFrame, probes: pd.DataFrame, env: dict, run_dir: Path | str) -> Path:
     """Write a run's tables as ``results.csv``, ``probes.csv`` and ``env.json`` (secret-named
-    env entries dropped, see :func:`public_env`).
+    env entries dropped, see :func:`public_env`), each atomically (:func:`labkit.core.runs.save_tables`).
 
     Returns:
         The run directory.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results.to_csv(run_dir / "results.csv", index=False)
-    probes.to_csv(run_dir / "probes.csv", index=False)
-    (run_dir / "env.json").write_text(json.dumps(public_env(env), indent=2, default=str) + "\n")
-    return run_dir
+    return save_tables(run_dir, {"results": results, "probes": probes}, env)
 
 
 def load_run(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
