@@ -1,0 +1,63 @@
+"""The benchmark's figures: latency against rate beside the bare loop, and a scaling sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from labkit.experiments.bench.result import BenchResult
+from labkit.experiments.bench.sweep import SWEEP_AXES
+from labkit.pipeline.metrics import STAGES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def plot(result: BenchResult) -> Figure:
+    """Left: p50/p95/p99 against the rate, with the bare ms per image; right: stage medians per rate."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = result.rates
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for column, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
+        left.plot(table.index, table[column], style, label=column.removesuffix("_ms"))
+    left.axhline(result.data["bare"]["ms_per_image_median"], color="grey", linestyle="-.",
+                 label="bare resize, ms/image")
+    left.set(xlabel="offered rate (images/s)", ylabel="end to end (ms)", yscale="log",
+             title="Latency against rate")
+    left.legend(fontsize=8)
+    stages = table[list(STAGES)].clip(lower=0).rename(columns=lambda s: s.removesuffix("_ms"))
+    stages.plot.bar(stacked=True, ax=right, colormap="tab10", rot=0)
+    right.set(xlabel="offered rate (images/s)", ylabel="median per stage (ms)", title="Where the time goes")
+    right.legend(fontsize=8, ncols=3)
+    saturation = result.data["saturation"]["throughput_img_s"]
+    figure.suptitle(f"saturation {saturation:g} img/s vs bare {result.data['bare']['throughput_img_s']:g} img/s "
+                    f"({result.data['environment']['machine']['cores']} cores)")
+    figure.tight_layout()
+    return figure
+
+
+def sweep_plot(table: pd.DataFrame, varied: Sequence[str] | None = None) -> Figure:
+    """Throughput (left) and p50/p99 (right) for each point of a sweep, labelled by the axes that vary."""
+    import matplotlib.pyplot as plt
+
+    varied = list(varied or [a for a in SWEEP_AXES if table[a].nunique() > 1] or ["partitions"])
+    labels = table[varied].astype(str).agg(lambda r: " ".join(f"{a[0].upper()}{v}" for a, v in r.items()), axis=1)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    left.bar(labels, table["throughput_img_s"], color="tab:blue")
+    left.set(ylabel="images/s", title="Saturation throughput")
+    right.plot(labels, table["p50_ms"], "o-", label="p50")
+    right.plot(labels, table["p99_ms"], "^:", label="p99")
+    right.set(ylabel="end to end (ms)", title="Latency under the burst")
+    right.legend()
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_xlabel(" ".join(f"{a[0].upper()}={a}" for a in varied))
+    figure.tight_layout()
+    return figure
