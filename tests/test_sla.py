@@ -120,20 +120,24 @@ def test_p99_stays_finite_when_under_1_percent_are_lost():
     assert np.isfinite(table.loc[0.99, "estimate"])
 
 
-def test_bootstrap_ci_contains_the_estimate_and_narrows_with_n():
+def test_percentile_bounds_come_from_the_sample_and_narrow_with_n():
     widths = []
-    for n in (100, 3000):
+    for n in (400, 4000):
         durations = np.random.default_rng(1).lognormal(0.7, 0.4, n)
-        table = sla.percentiles(durations, n_boot=1000)
-        assert list(table.columns) == ["q", "estimate", "low", "high"]
+        table = sla.percentiles(durations)
+        assert list(table.columns) == ["q", "n", "estimate", "low", "high", "bounded", "n_needed"]
+        assert table["bounded"].all()
         assert (table["low"] <= table["estimate"]).all() and (table["estimate"] <= table["high"]).all()
+        assert set(table["low"]) | set(table["high"]) <= set(durations)  # order statistics, not resamples
         widths.append((table["high"] - table["low"]).to_numpy())
     assert (widths[1] < widths[0]).all()
 
 
-def test_percentiles_are_reproducible_from_the_seed():
-    durations = np.random.default_rng(2).lognormal(0.7, 0.4, 200)
-    pd.testing.assert_frame_equal(sla.percentiles(durations, seed=3), sla.percentiles(durations, seed=3))
+def test_a_p99_from_20_images_has_no_upper_bound():
+    table = sla.percentiles(np.random.default_rng(2).lognormal(0.7, 0.4, 20)).set_index("q")
+    assert np.isinf(table.loc[0.99, "high"]) and not table.loc[0.99, "bounded"]
+    assert table.loc[0.99, "n_needed"] == 299
+    assert table.loc[0.5, "bounded"]  # the median of 20 is bounded on both sides
 
 
 # --- availability ------------------------------------------------------------------------------

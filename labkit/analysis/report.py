@@ -78,8 +78,8 @@ def load_run(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 
 def fmt_s(seconds: float) -> str:
-    """Seconds with two decimals; "∞" for an image that never finished."""
-    return "∞" if math.isinf(seconds) else f"{seconds:.2f}"
+    """Seconds with two decimals; "∞" for an image that never finished or a bound the sample cannot give."""
+    return ("−∞" if seconds < 0 else "∞") if math.isinf(seconds) else f"{seconds:.2f}"
 
 
 def _fmt_pct(share: float, digits: int = 2) -> str:
