@@ -33,9 +33,12 @@ lab: setup
 	$(BIN)/labkit notebooks --out reports/notebooks
 	$(BIN)/labkit status
 
-## test: the whole test suite, fast tier first (it starts nothing, so a broken unit fails in a
-## minute), then every test that needs the real services (it starts and stops its own stack)
+## test: the whole test suite: the flow module's Node tests and the fast tier first (they start
+## nothing, so a broken unit fails in a minute), then every test that needs the real services
+## (it starts and stops its own stack)
 test: setup
+	cd stack/nodered/test && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	node --test stack/nodered/test/*.test.js
 	$(BIN)/pytest -m "not stack" --durations=5
 	$(BIN)/pytest -m stack --durations=20
 

@@ -28,11 +28,12 @@ from labkit.pipeline import deploy as pipeline
 from labkit.pipeline import upload
 from labkit.pipeline.bad_inputs import bad_input_corpus
 from labkit.pipeline.images import generate_pool
-from labkit.pipeline.metrics import STAMPS, lab_metrics
+from labkit.pipeline.metrics import STAMPS, lab_metrics, metrics_path
 from labkit.pipeline.verify import verify
 from labkit.stack.clients.openwhisk import FaasError
 from labkit.stack.lab import Lab
 from labkit.stack.services.storage import TOPIC, WEBHOOK_PATH
+from tests.schema import assert_valid_lines, metrics_lines
 from tests.support import end_offsets, poll, read_from, read_output
 
 pytestmark = pytest.mark.stack
@@ -92,6 +93,7 @@ def test_fifty_images_come_out_resized_with_ordered_stamps(pipe: Lab, run_id: st
     rows = upload.wait_for(pipe, sent["key"], timeout_s=150)
 
     assert (rows["outcome"] == "ok").all(), rows[rows["outcome"] != "ok"][["key", "code", "error"]].to_dict("records")
+    assert assert_valid_lines(metrics_lines(metrics_path(pipe), sent["key"])) >= len(sent)
     for image, row in zip(images, rows.itertuples()):
         width, height = read_output(pipe, row.key_out).size
         assert max(width, height) <= MAX_EDGE, row.key
@@ -137,6 +139,7 @@ def test_corrupt_upload_is_an_error_and_later_images_still_flow(pipe: Lab, run_i
         with pytest.raises(S3Error):
             pipe.s3("storage-out").stat_object("dit247c", key)  # the output key would equal the source key
     assert (rows.loc[list(good["key"]), "outcome"] == "ok").all()
+    assert_valid_lines(metrics_lines(metrics_path(pipe), [*bad, *good["key"]]))
 
     def dead_letters() -> list[dict]:
         found = [json.loads(v) for _, v in read_from(pipe, dlq_from) if v and v.startswith(b"{")]
@@ -164,6 +167,7 @@ def test_malformed_event_is_recorded_and_dead_lettered(pipe: Lab, run_id: str) -
 
     lines = poll("the malformed event's metrics line", malformed_lines)
     assert len(lines) == 1 and lines[0]["error"].startswith("not JSON")
+    assert assert_valid_lines(metrics_lines(metrics_path(pipe), raw=raw.decode())) == 1
     poll("the raw value on the DLQ", lambda: raw in [v for _, v in read_from(pipe, dlq_from)], timeout_s=15)
 
     after = push_ok(pipe, generate_pool(1, seed=12), run_id)
@@ -200,6 +204,7 @@ def test_a_lost_webhook_is_made_good_by_finding_the_output(pipe: Lab, run_id: st
         assert set(drained.loc[drained["outcome"] == "ok", "key"]) == set(sent["key"]) and not moving
         rows = upload.wait_for(pipe, sent["key"], timeout_s=60)
     assert (rows["outcome"] == "ok").all() and (rows["completed_by"] == "check").all(), rows.to_dict("records")
+    assert_valid_lines(metrics_lines(metrics_path(pipe), sent["key"]))
     assert rows["t_webhook"].isna().all()
     assert (rows["t_done"] == rows["t_action_end"]).all()
     assert (rows["duration_ms"] == rows["t_done"] - rows["t_upload_start"]).all()
@@ -261,6 +266,7 @@ def test_images_stored_directly_in_s3_flow_too(pipe: Lab, run_id: str) -> None:
 
     rows = upload.wait_for(pipe, [stamped, bare], timeout_s=30).set_index("key")
     assert (rows["outcome"] == "ok").all()
+    assert_valid_lines(metrics_lines(metrics_path(pipe), [stamped, bare]))
     assert rows.loc[stamped, "t_upload_start"] == t_upload_start
     assert rows.loc[stamped, "trace_id"] == f"{run_id}trace".replace("/", "")
     assert rows.loc[stamped, "duration_ms"] == rows.loc[stamped, "t_done"] - t_upload_start

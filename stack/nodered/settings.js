@@ -19,13 +19,18 @@
  *
  * Flows read any other variable (LABKIT_*) with env.get("NAME") or ${NAME}.
  *
- * Function nodes get the `minio` npm library as global.get('minio') (see
- * functionGlobalContext below). It is found through NODE_PATH (labkit sets it to
- * the install's node_modules), else beside the running Node-RED.
+ * Function nodes get two libraries through functionGlobalContext (below):
+ *   global.get('minio')  the `minio` npm library (S3 client)
+ *   global.get('steps')  the pipeline's own steps, `labkit-pipeline-steps`
+ *                        (nodes/labkit-pipeline-steps: plain functions, tested with
+ *                        `node --test stack/nodered/test/*.test.js`)
+ * Both are found through NODE_PATH (labkit sets it to the install's node_modules),
+ * else beside the running Node-RED; the steps also beside this file.
  */
 'use strict';
 
 const crypto = require('crypto');
+const path = require('path');
 
 function requireEnv(name) {
     const value = process.env[name];
@@ -56,24 +61,35 @@ const MAX_BODY_BYTES = (function () {
     const n = raw ? parseInt(raw, 10) : NaN;
     return Number.isFinite(n) && n > 0 ? n : 5 * 1024 * 1024;
 })();
+
 /**
- * The `minio` S3 client library for function nodes, or undefined (with a warning)
- * when it is not installed: Node-RED still starts, the flow reports the gap.
+ * A library for function nodes, or undefined (with a warning) when it cannot be loaded:
+ * Node-RED still starts, the flow reports the gap.
+ *
+ * Looked for through NODE_PATH or a node_modules above this file, then beside node-red's
+ * red.js (settings.js may live outside the install), then at `local` (relative to this file).
  */
-function loadMinio() {
-    try {
-        return require('minio'); // NODE_PATH, or a node_modules above this file
-    } catch (e) {
+function loadLibrary(name, local) {
+    const beside = require.main ? path.dirname(require.main.filename) : __dirname;
+    const places = [
+        () => require(name),
+        () => require(require.resolve(name, { paths: [beside] }))
+    ];
+    if (local) {
+        places.push(() => require(path.join(__dirname, local)));
+    }
+    let broken = null; // found, but failed to load
+    for (const load of places) {
         try {
-            // settings.js may live outside the install: resolve beside node-red's red.js
-            const dir = require('path').dirname(require.main.filename);
-            return require(require.resolve('minio', { paths: [dir] }));
-        } catch (e2) {
-            console.warn('labkit Node-RED settings: the minio library is not installed; ' +
-                "function nodes will find global.get('minio') undefined");
-            return undefined;
+            return load();
+        } catch (e) {
+            broken = e.code === 'MODULE_NOT_FOUND' ? broken : e;
         }
     }
+    console.warn('labkit Node-RED settings: the ' + name + ' library ' +
+        (broken ? 'failed to load (' + broken.message + ')' : 'is not installed') +
+        '; function nodes will find it undefined in their global context');
+    return undefined;
 }
 
 // Past this declared size we do not bother draining the request before replying.
@@ -192,7 +208,10 @@ module.exports = {
 
     functionExternalModules: false,
     // Libraries function nodes reach with global.get(name).
-    functionGlobalContext: { minio: loadMinio() },
+    functionGlobalContext: {
+        minio: loadLibrary('minio'),
+        steps: loadLibrary('labkit-pipeline-steps', 'nodes/labkit-pipeline-steps')
+    },
     functionTimeout: 0,
     externalModules: {
         autoInstall: false,

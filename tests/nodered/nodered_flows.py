@@ -61,6 +61,22 @@ def smoke_flow() -> list[dict[str, Any]]:
     ]
 
 
+def steps_flow() -> list[dict[str, Any]]:
+    """GET /smoke/steps -> a function node that reports the libraries of its global context."""
+    z = "stepstab000001"
+    return [
+        tab(z, "steps"),
+        http_in("stepsin0000001", z, "/smoke/steps", [["stepsfn0000001"]]),
+        function("stepsfn0000001", z,
+                 'const steps = global.get("steps");\n'
+                 'msg.payload = {steps: steps ? Object.keys(steps).sort() : null, minio: typeof global.get("minio"),\n'
+                 '               ok: steps ? steps.tokenMatches("t", "t") : null};\n'
+                 "return msg;",
+                 [["stepsout000001"]]),
+        http_response("stepsout000001", z),
+    ]
+
+
 def dashboard_flow() -> list[dict[str, Any]]:
     """A Dashboard 2.0 base at /dashboard with one page holding a ui-chart fed by an inject node."""
     z = "dashtab0000001"

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from nodered_flows import dashboard_flow, smoke_flow
+from nodered_flows import dashboard_flow, smoke_flow, steps_flow
 from nodered_support import SETTINGS, NodeRedEndpoint
 
 from labkit.errors import LabConfigError
@@ -90,6 +90,17 @@ def test_installed_nodes_are_discovered(admin: NodeRedAdmin) -> None:
         assert by_type[node_type]["enabled"] is True
         assert not by_type[node_type].get("err"), by_type[node_type].get("err")
     assert by_type["labkit-kafka-in"]["version"] == "1.0.0"
+
+
+def test_function_nodes_get_the_pipeline_steps(nodered: NodeRedEndpoint, admin: NodeRedAdmin) -> None:
+    # settings.js hands the flow's module (nodes/labkit-pipeline-steps, installed beside Node-RED) and
+    # minio to function nodes as global.get("steps") and global.get("minio")
+    admin.deploy(steps_flow())
+    answer = httpx.get(nodered.base_url + "/smoke/steps", timeout=10)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert {"parseEvent", "classifyInvoke", "join", "metricsLine", "nextAttempt", "s3client"} <= set(body["steps"])
+    assert body["ok"] is True and body["minio"] == "object"
 
 
 def test_dashboard_is_served_at_dashboard(nodered: NodeRedEndpoint, admin: NodeRedAdmin) -> None:
