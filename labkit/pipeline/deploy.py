@@ -83,7 +83,8 @@ def stand_up(lab: Lab, sla_threshold_s: float | None = None, max_inflight: int =
     Creates the buckets, deploys the ``resize`` action, deploys the flow (other
     Node-RED tabs are kept) and waits until its Kafka consumer is live, so images
     uploaded right after this returns are not missed. The settings become the tab's env
-    properties ``SLA_THRESHOLD_MS``, ``MAX_INFLIGHT`` and ``RETRY_*``.
+    properties ``SLA_THRESHOLD_MS``, ``MAX_INFLIGHT`` and the hops' retry policies
+    (``UPLOAD_RETRY_*``, ``INVOKE_RETRY_*``, see :mod:`labkit.pipeline.retry`).
 
     A redeploy drops the images then in flight (the consumer commits a record when it
     hands it to the flow), so wait for those first (:func:`labkit.pipeline.upload.wait_for`).
