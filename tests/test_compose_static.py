@@ -107,7 +107,7 @@ def expected_host_ports(service: str) -> dict[str, int]:
     if service == "kafka-ui":
         return {"kafka-ui": KAFKA_UI_PORT}
     config = LabConfig()
-    return {p: config.port(p) for p in SERVICE_TYPE[service].port_names if p not in UNPUBLISHED_PORTS}
+    return {p: config.port(p) for p in SERVICE_TYPE[service].published_ports()}
 
 
 def compose_usable() -> bool:
@@ -126,7 +126,7 @@ def dummy_env() -> dict[str, str]:
 
 def service_of(port_name: str) -> str:
     """The native service that owns a port named in DEFAULT_PORTS."""
-    return next(t.name for t in SERVICE_TYPES if port_name in t.port_names)
+    return next(t.name for t in SERVICE_TYPES if port_name in t.listeners())
 
 
 def container_listeners(service: str) -> set[int]:
@@ -412,7 +412,11 @@ def test_compose_file_is_valid_with_an_env_file(tmp_path):
 def test_env_example_lists_what_labkit_writes_with_empty_secrets(tmp_path):
     lines = [ln for ln in ENV_EXAMPLE.read_text().splitlines() if ln and not ln.startswith("#")]
     example = dict(ln.split("=", 1) for ln in lines)
-    assert list(example) == list(backend_at(tmp_path).compose_env())
+    written = list(backend_at(tmp_path).compose_env())
+    # The same variables; the ports may come in any order (labkit writes them in start order).
+    assert sorted(example) == sorted(written)
+    assert [v for v in example if not v.startswith("LABKIT_PORT_")] == [v for v in written
+                                                                        if not v.startswith("LABKIT_PORT_")]
     assert all(example[var] == "" for var in SECRET_VARS)
     assert example[METRICS_DIR_VAR] == ""  # a path of the user's machine
     assert all(int(example[port_var(p)]) == expected for p, expected in DEFAULT_PORTS.items()

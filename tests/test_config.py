@@ -13,7 +13,11 @@ import pytest
 from filelock import Timeout
 
 from labkit.errors import LabConfigError
+from labkit.stack.backends.remote import RemoteBackend
 from labkit.stack.config import DEFAULT_PORTS, ephemeral_range, load_config, safe_offsets
+from labkit.stack.context import LabContext
+from labkit.stack.lab import Lab
+from labkit.stack.services import SERVICE_TYPES
 from tests import guard
 from tests.ports import LABS, claimed_plan, port_distances, slot_lock, slots
 
@@ -109,3 +113,30 @@ def test_the_unit_tier_guard_sees_a_listener_of_this_process(tmp_path: Path) -> 
     finally:
         server.close()
     assert not guard.listening_inodes() - before
+
+
+def test_each_declared_remote_endpoint_is_a_setting_read_from_the_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    remote = {t.name: t.remote for t in SERVICE_TYPES if t.remote}
+    for name, endpoint in remote.items():
+        monkeypatch.setenv(endpoint.variable, f"http://{name}.example:1")
+    config = load_config(backend="remote", data_dir=tmp_path)
+    assert RemoteBackend(LabContext(config)).endpoints() == {n: f"http://{n}.example:1" for n in remote}
+
+
+def test_a_kafka_bootstrap_without_a_port_is_refused_in_one_line(tmp_path) -> None:
+    ctx = LabContext.from_env(backend="remote", data_dir=tmp_path, remote_kafka_bootstrap="kafka.example")
+    with pytest.raises(LabConfigError, match="LABKIT_REMOTE_KAFKA_BOOTSTRAP='kafka.example' is not a list") as refused:
+        RemoteBackend(ctx).up()
+    assert "\n" not in str(refused.value)
+
+
+def test_a_lab_without_an_endpoint_for_a_service_names_the_setting(tmp_path) -> None:
+    lab = Lab.from_env(backend="remote", data_dir=tmp_path, remote_s3_url="http://s3.example:9000")
+    assert lab.endpoint("storage") == "http://s3.example:9000"
+    with pytest.raises(LabConfigError, match="no endpoint for faas. Fix: set LABKIT_REMOTE_FAAS_URL"):
+        lab.faas()
+    with pytest.raises(LabConfigError, match="no endpoint for toxiproxy. Fix: use LABKIT_BACKEND=native"):
+        lab.toxiproxy()
+    with pytest.raises(LabConfigError, match="Unknown service 'kafak'"):
+        lab.endpoint("kafak")

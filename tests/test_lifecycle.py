@@ -101,6 +101,15 @@ def test_unknown_service_and_backend_name_the_valid_ones(tmp_path, ports):
     assert result.returncode == 2 and "LABKIT_PORT_OFFSET" in result.stderr
 
 
+def test_remote_backend_without_usable_endpoints_says_which_setting(tmp_path, ports):
+    env = lab_env(tmp_path, ports.offset('errors'), LABKIT_BACKEND="remote")
+    result = labkit("up", env=env)
+    assert result.returncode == 2 and "LABKIT_REMOTE_KAFKA_BOOTSTRAP" in result.stderr
+    result = labkit("up", env={**env, "LABKIT_REMOTE_KAFKA_BOOTSTRAP": "kafka.example"})
+    assert result.returncode == 2 and "is not a list of host:port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_port_in_use_starts_nothing(tmp_path, ports):
     env = lab_env(tmp_path, ports.offset('port-in-use'))
     blocker = socket.socket()

@@ -1,4 +1,8 @@
-"""Each service of the native stack, exercised over a real connection."""
+"""Each service of the native stack, exercised over a real connection.
+
+Each service has a test named after it (``test_<service>_...``); tests/test_service_declarations.py
+checks that a declared service has one.
+"""
 
 from __future__ import annotations
 
@@ -31,18 +35,25 @@ def test_kafka_produce_and_consume(lab):
     assert values == [b"m0", b"m1", b"m2", b"m3", b"m4"]
 
 
-def test_object_put_get_on_each_gateway(lab):
-    for gateway, bucket in [("storage", "probe-in"), ("storage-out", "probe-out")]:
-        s3 = lab.s3(gateway)
-        if not s3.bucket_exists(bucket):
-            s3.make_bucket(bucket)
-        s3.put_object(bucket, "hello.txt", io.BytesIO(b"hi there"), 8)
-        assert s3.get_object(bucket, "hello.txt").read() == b"hi there"
+def put_and_get(lab, gateway: str, bucket: str) -> None:
+    s3 = lab.s3(gateway)
+    if not s3.bucket_exists(bucket):
+        s3.make_bucket(bucket)
+    s3.put_object(bucket, "hello.txt", io.BytesIO(b"hi there"), 8)
+    assert s3.get_object(bucket, "hello.txt").read() == b"hi there"
+
+
+def test_storage_puts_and_gets_objects(lab):
+    put_and_get(lab, "storage", "probe-in")
+
+
+def test_storage_out_puts_and_gets_objects_on_the_same_data_root(lab):
+    put_and_get(lab, "storage-out", "probe-out")
     # both gateways serve one data root
     assert lab.s3("storage").get_object("probe-out", "hello.txt").read() == b"hi there"
 
 
-def test_upload_event_reaches_kafka(lab):
+def test_storage_sends_an_event_per_upload_to_kafka(lab):
     s3 = lab.s3("storage")
     consumer = _consumer(lab, TOPIC)
     if not s3.bucket_exists("events-probe"):
@@ -77,7 +88,7 @@ HOOK_PROBE_FLOW = [
 ]
 
 
-def test_flow_deploys_and_output_gateway_event_reaches_webhook(lab):
+def test_nodered_deploys_a_flow_whose_webhook_gets_storage_out_events(lab):
     admin = lab.nodered()
     admin.deploy(HOOK_PROBE_FLOW)
     assert {n["id"] for n in admin.flows()} >= {"hookprobe_in", "hookprobe_fn"}
@@ -94,7 +105,7 @@ def test_flow_deploys_and_output_gateway_event_reaches_webhook(lab):
     assert poll_until(lambda: key in seen_keys(), timeout_s=10, interval_s=0.1) == "ready"
 
 
-def test_action_deploys_invokes_and_records_activation(lab):
+def test_faas_deploys_invokes_and_records_an_activation(lab):
     faas = lab.faas()
     faas.put_action("probe-echo", "def main(args):\n    return {'echo': args.get('x'), 'bound': args.get('b')}\n",
                     params={"b": 7})
@@ -122,7 +133,7 @@ def test_mail_sent_over_smtp_is_readable_through_api(lab):
     assert "the body" in mailbox.message(found["ID"])["Text"]
 
 
-def test_latency_toxic_adds_measured_latency(lab):
+def test_toxiproxy_latency_toxic_adds_measured_latency(lab):
     toxi = lab.toxiproxy()
     upstream = lab.endpoints["storage"].removeprefix("http://")
     listen_port = lab.ctx.config.port("toxiproxy") + 100
@@ -146,3 +157,14 @@ def test_latency_toxic_adds_measured_latency(lab):
         toxi.delete_proxy("probe-storage")
     assert 280 <= slowed - base <= 1000, (base, slowed)
 
+
+
+def test_poll_until_says_why_it_stopped():
+    calls = []
+    assert poll_until(lambda: calls.append(1) or len(calls) >= 3, timeout_s=5, interval_s=0.01) == "ready"
+    assert len(calls) == 3
+    assert poll_until(lambda: False, timeout_s=5, interval_s=0.01, alive=lambda: False) == "died"
+    started = time.monotonic()
+    assert poll_until(lambda: False, timeout_s=0.3, interval_s=0.05) == "timeout"
+    assert 0.3 <= time.monotonic() - started < 2
+    assert poll_until(lambda: True, timeout_s=0, interval_s=1) == "ready"  # probed once, however short

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labkit.errors import LabConfigError
+from labkit.stack.services.catalog import default_ports, remote_endpoints
 
-# Default ports of the native stack. LABKIT_PORT_OFFSET shifts them all, so two
-# labs (a student's and the test suite's) can run side by side.
-DEFAULT_PORTS: dict[str, int] = {
-    "storage": 7070,
-    "storage-out": 7071,
-    "kafka": 9092,
-    "kafka-controller": 9093,
-    "faas": 3233,
-    "nodered": 1880,
-    "mail-smtp": 1025,
-    "mail-http": 8025,
-    "toxiproxy": 8474,
-    # Kafka's second listener, for clients that go through the store-kafka hop.
-    "kafka-proxied": 9094,
-    # Toxiproxy's listeners, one per hop of the pipeline (labkit.stack.hops).
-    "hop-client-store": 8481,
-    "hop-store-kafka": 8482,
-    "hop-nodered-faas": 8483,
-    "hop-action-store": 8484,
-    "hop-store-webhook": 8485,
-}
+# Default ports of the native stack, as each service declares them (labkit.stack.services).
+# LABKIT_PORT_OFFSET shifts them all, so two labs (a student's and the test suite's) can
+# run side by side.
+DEFAULT_PORTS: dict[str, int] = default_ports()
 
 
 # Where the kernel reads the ports it hands out to outgoing connections.
@@ -60,12 +45,8 @@ def safe_offsets(ephemeral: tuple[int, int] | None = None) -> range:
     return range(1024 - min(DEFAULT_PORTS.values()), low - max(DEFAULT_PORTS.values()))
 
 
-class LabConfig(BaseSettings):
-    """Settings of one lab instance.
-
-    Every field can be set as ``LABKIT_<FIELD>`` in the environment or in a
-    ``.env`` file in the working directory.
-    """
+class _LabSettings(BaseSettings):
+    """The settings every lab has; :data:`LabConfig` adds the remote backend's."""
 
     model_config = SettingsConfigDict(env_prefix="LABKIT_", env_file=".env", extra="ignore")
 
@@ -78,13 +59,6 @@ class LabConfig(BaseSettings):
     poll_interval_s: float = 0.2
     stop_timeout_s: float = 10.0
     sla_threshold_s: float = 10.0
-    # Remote backend: existing endpoints to point the lab at.
-    remote_s3_url: str | None = None
-    remote_s3_out_url: str | None = None
-    remote_kafka_bootstrap: str | None = None
-    remote_faas_url: str | None = None
-    remote_nodered_url: str | None = None
-    remote_mail_url: str | None = None
 
     @field_validator("host")
     @classmethod
@@ -120,6 +94,22 @@ class LabConfig(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+
+def _remote_settings() -> dict[str, Any]:
+    """One optional field per declared remote endpoint (``remote_s3_url``, ...): existing
+    endpoints the remote backend points the lab at."""
+    return {e.setting: (str | None, Field(default=None, description=e.description))
+            for e in remote_endpoints().values()}
+
+
+LabConfig = create_model(
+    "LabConfig", __base__=_LabSettings, __module__=__name__, **_remote_settings(),
+    __doc__="""Settings of one lab instance.
+
+    Every field can be set as ``LABKIT_<FIELD>`` in the environment or in a
+    ``.env`` file in the working directory.
+    """)
 
 
 def load_config(**overrides: object) -> LabConfig:

@@ -9,10 +9,12 @@ import pandas as pd
 from minio import Minio
 
 from labkit.core.progress import QUIET, Reporter
-from labkit.stack.backends import Backend, ServiceStatus, get_backend
+from labkit.errors import LabConfigError
+from labkit.stack.backends import Backend, ServiceStatus, check_service_name, get_backend
 from labkit.stack.clients.nodered import NodeRedAdmin
 from labkit.stack.clients.openwhisk import OpenWhiskClient
 from labkit.stack.context import LabContext
+from labkit.stack.services.catalog import service_type
 from labkit.stack.services.mail import Mailbox
 from labkit.stack.services.toxiproxy import ToxiproxyClient
 
@@ -52,27 +54,40 @@ class Lab:
     def endpoints(self) -> dict[str, str]:
         return self.backend.endpoints()
 
+    def endpoint(self, service: str) -> str:
+        """Where clients reach ``service``.
+
+        Raises:
+            LabConfigError: no such service, or the backend has no endpoint for it (a
+                remote lab whose setting for it is not set).
+        """
+        if service in self.endpoints:
+            return self.endpoints[service]
+        remote = service_type(check_service_name(service)).remote
+        fix = f"set {remote.variable}" if remote else "use LABKIT_BACKEND=native or compose"
+        raise LabConfigError(f"The {self.ctx.config.backend} backend has no endpoint for {service}. Fix: {fix}.")
+
     # -- clients -------------------------------------------------------------
     def s3(self, gateway: str = "storage") -> Minio:
         """An S3 client on one gateway: ``storage`` (uploads) or ``storage-out`` (the action's writes)."""
         s = self.ctx.secrets
-        url = urlparse(self.endpoints[gateway])
+        url = urlparse(self.endpoint(gateway))
         return Minio(url.netloc, access_key=s.s3_access_key.get_secret_value(),
                      secret_key=s.s3_secret_key.get_secret_value(), secure=url.scheme == "https")
 
     @property
     def kafka_bootstrap(self) -> str:
-        return self.endpoints["kafka"]
+        return self.endpoint("kafka")
 
     def faas(self) -> OpenWhiskClient:
-        return OpenWhiskClient(self.endpoints["faas"], self.ctx.secrets.faas_auth.get_secret_value())
+        return OpenWhiskClient(self.endpoint("faas"), self.ctx.secrets.faas_auth.get_secret_value())
 
     def nodered(self) -> NodeRedAdmin:
         s = self.ctx.secrets
-        return NodeRedAdmin(self.endpoints["nodered"], s.nodered_user, s.nodered_password.get_secret_value())
+        return NodeRedAdmin(self.endpoint("nodered"), s.nodered_user, s.nodered_password.get_secret_value())
 
     def mailbox(self) -> Mailbox:
-        return Mailbox(self.endpoints["mail"])
+        return Mailbox(self.endpoint("mail"))
 
     def toxiproxy(self) -> ToxiproxyClient:
-        return ToxiproxyClient(self.endpoints["toxiproxy"])
+        return ToxiproxyClient(self.endpoint("toxiproxy"))

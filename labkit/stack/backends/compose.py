@@ -29,8 +29,9 @@ from labkit.errors import LabConfigError, ServiceError
 from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.stack.config import DEFAULT_PORTS
 from labkit.stack.context import LabContext
-from labkit.stack.hops import HOP_NAMES, HOPS, hop
-from labkit.stack.services import SERVICE_NAMES, SERVICE_TYPES
+from labkit.stack.hops import HOPS, hop
+from labkit.stack.services import SERVICE_TYPES, Service
+from labkit.stack.services.catalog import port_owner, service_type
 from labkit.stack.services.nodered import METRICS_FILE
 from labkit.stack.versions import STACK_DIR, pin
 
@@ -39,26 +40,18 @@ PROJECT = "labkit"
 ENV_FILE_NAME = "compose.env"
 NETWORK = "labkit-lab"  # fixed in compose.yaml; OpenWhisk puts its action containers on it
 KAFKA_UI_PORT = 8080
-# Stay inside the kafka container, or the network: Kafka's PROXIED listener
-# advertises toxiproxy:<store-kafka hop port>, a name only the network resolves.
-UNPUBLISHED_PORTS = frozenset({"kafka-controller", "kafka-proxied"})
+# Listeners that stay inside their container, or the network (each service's ComposeEntry).
+UNPUBLISHED_PORTS = frozenset(p for t in SERVICE_TYPES for p in t.compose.unpublished)
 # The docker CLI inside openwhisk/standalone is 18.06, which speaks Docker API 1.38.
 OPENWHISK_DOCKER_API = "1.38"
 MIN_WAIT_S = 300  # the first `up` pulls images and OpenWhisk's runtimes
 FIX = "install Docker Engine with the compose plugin, or use LABKIT_BACKEND=native"
 
-# service -> its entry in stack/versions.toml (faas is real OpenWhisk here, not labkit's runner)
-PIN_KEYS: dict[str, str] = {
-    "storage": "versitygw", "storage-out": "versitygw", "kafka": "kafka", "faas": "openwhisk",
-    "nodered": "nodered", "mail": "mailpit", "toxiproxy": "toxiproxy",
-}
+# service -> its image's entry in stack/versions.toml (faas is real OpenWhisk here, not labkit's runner)
+PIN_KEYS: dict[str, str | None] = {t.name: t.compose_pin() for t in SERVICE_TYPES}
 
 # Where containers (Node-RED flows, OpenWhisk actions) reach each service inside the network.
-NETWORK_ENDPOINTS: dict[str, str] = {
-    "storage": "http://storage:7070", "storage-out": "http://storage-out:7071", "kafka": "kafka:19092",
-    "faas": "http://faas:3233", "nodered": "http://nodered:1880", "mail": "mail:1025",
-    "toxiproxy": "http://toxiproxy:8474",
-}
+NETWORK_ENDPOINTS: dict[str, str] = {t.name: t.network_endpoint() for t in SERVICE_TYPES}
 
 # env-file variable -> the LabSecrets field it carries; compose.yaml gives none of them a default.
 SECRET_FIELDS: dict[str, str] = {
@@ -92,8 +85,16 @@ def container_address(port_name: str) -> str:
     Kafka's ``kafka`` port is its HOST listener, which containers must not use
     (they use ``NETWORK_ENDPOINTS["kafka"]``).
     """
-    service = next(t.name for t in SERVICE_TYPES if port_name in t.port_names)
-    return f"{service}:{DEFAULT_PORTS[port_name]}"
+    return f"{port_owner(port_name).compose_name()}:{DEFAULT_PORTS[port_name]}"
+
+
+def compose_service(name: str) -> str:
+    """The compose service of one of the lab's services.
+
+    Raises:
+        LabConfigError: ``name`` is not one of the lab's services.
+    """
+    return service_type(check_service_name(name)).compose_name()
 
 
 def compose_proxies() -> list[dict]:
@@ -139,7 +140,7 @@ class ComposeBackend(Backend):
 
     def status(self) -> list[ServiceStatus]:
         rows = {row.get("Service"): row for row in _json_rows(self._compose("ps", "--all", "--format", "json"))}
-        return [self._status(name, rows.get(name)) for name in SERVICE_NAMES]
+        return [self._status(t, rows.get(t.compose_name())) for t in SERVICE_TYPES]
 
     def endpoints(self) -> dict[str, str]:
         """The host's URLs: the same as the native backend's, from the config's ports."""
@@ -158,8 +159,6 @@ class ComposeBackend(Backend):
         Raises:
             LabConfigError: ``name`` is not one of the hops.
         """
-        if name not in HOP_NAMES:
-            raise LabConfigError(f"Unknown hop {name!r}. Valid hops: {', '.join(HOP_NAMES)}.")
         return container_address(hop(name).listen)
 
     def hop_url(self, name: str) -> str:
@@ -168,7 +167,7 @@ class ComposeBackend(Backend):
 
     # -- one service ---------------------------------------------------------
     def logs(self, service: str, lines: int = 50) -> str:
-        return self._compose("logs", "--no-color", "--no-log-prefix", "--tail", str(lines), check_service_name(service))
+        return self._compose("logs", "--no-color", "--no-log-prefix", "--tail", str(lines), compose_service(service))
 
     def start(self, service: str) -> None:
         """Start one service and wait until it is healthy.
@@ -176,24 +175,24 @@ class ComposeBackend(Backend):
         Compose's ``start`` neither creates a missing container nor waits; ``up
         --no-deps --wait`` does both and leaves the other services alone.
         """
-        self._compose("up", "--detach", "--no-deps", "--wait", *self._wait_timeout(), check_service_name(service))
+        self._compose("up", "--detach", "--no-deps", "--wait", *self._wait_timeout(), compose_service(service))
 
     def stop(self, service: str) -> None:
-        self._compose("stop", check_service_name(service))
+        self._compose("stop", compose_service(service))
 
     def restart(self, service: str) -> None:
-        self._compose("restart", check_service_name(service))
+        self._compose("restart", compose_service(service))
         self.start(service)  # waits until it is healthy again
 
     def kill(self, service: str) -> None:
         """SIGKILL the container, the way a crash would."""
-        self._compose("kill", check_service_name(service))
+        self._compose("kill", compose_service(service))
 
     def pause(self, service: str) -> None:
-        self._compose("pause", check_service_name(service))
+        self._compose("pause", compose_service(service))
 
     def resume(self, service: str) -> None:
-        self._compose("unpause", check_service_name(service))
+        self._compose("unpause", compose_service(service))
 
     # -- the env file --------------------------------------------------------
     def compose_env(self) -> dict[str, str]:
@@ -307,12 +306,11 @@ class ComposeBackend(Backend):
         if ids:
             _docker("rm", "--force", *ids)
 
-    def _status(self, name: str, row: dict | None) -> ServiceStatus:
+    def _status(self, service: type[Service], row: dict | None) -> ServiceStatus:
         state, healthy = _state(row)
-        service_type = next(t for t in SERVICE_TYPES if t.name == name)
-        ports = {p: self.ctx.config.port(p) for p in service_type.port_names if p not in UNPUBLISHED_PORTS}
-        return ServiceStatus(name, state, healthy, None, ports, pin(PIN_KEYS[name])["version"],
-                             service_type(self.ctx).endpoint())
+        ports = {p: self.ctx.config.port(p) for p in service.published_ports()}
+        return ServiceStatus(service.name, state, healthy, None, ports, pin(PIN_KEYS[service.name])["version"],
+                             service(self.ctx).endpoint())
 
 
 def _docker(*args: str) -> subprocess.CompletedProcess:
@@ -345,13 +343,18 @@ def _quote(value: str) -> str:
 
 
 def _json_rows(text: str) -> list[dict]:
-    """Parse ``compose ps --format json``: one JSON object per line (compose >= 2.21) or one array."""
+    """Parse ``compose ps --format json``: one JSON object per line (compose >= 2.21) or one array.
+
+    Raises:
+        ServiceError: compose printed something else.
+    """
     text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        if text.startswith("["):
+            return json.loads(text)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as e:
+        raise ServiceError(f"`docker compose ps` printed no JSON ({e}). Hint: docker compose v2.21 or newer.") from e
 
 
 def _state(row: dict | None) -> tuple[str, bool]:

@@ -58,10 +58,8 @@ class NativeBackend(Backend):
                 with self.reporter.step(f"stop {service.name}"):
                     service.stop()
         if wipe:
-            for service in self.services.values():
-                shutil.rmtree(service.workdir, ignore_errors=True)
-            for shared in ("s3", "iam"):  # the gateways' data root and their accounts
-                shutil.rmtree(self.ctx.config.data_dir / shared, ignore_errors=True)
+            for path in {p for service in self.services.values() for p in service.data_paths()}:
+                shutil.rmtree(path, ignore_errors=True)
             shutil.rmtree(self.ctx.config.logs_dir, ignore_errors=True)
 
     def status(self) -> list[ServiceStatus]:
@@ -133,7 +131,7 @@ class NativeBackend(Backend):
         """
         if not todo:
             return
-        require_tools({"java", "node"} & {t for s in todo for t in _runtime_tools(s)}, "`labkit up`")
+        require_tools({t for s in todo for t in s.runtime_tools}, "`labkit up`")
         verify_cache([step for s in todo if (step := s.install_step()) is not None], self.ctx.config.cache_dir)
         def busy_ports() -> list[str]:
             return [f"{port} ({s.name}) is used by {owner}"
@@ -174,10 +172,6 @@ class NativeBackend(Backend):
         state = "paused" if service.paused() else ("up" if healthy else "unhealthy")
         return ServiceStatus(service.name, state, healthy, record.pid, record.ports, record.version,
                              service.endpoint(), round(time.time() - record.started_at, 1))
-
-
-def _runtime_tools(service: Service) -> set[str]:
-    return {"java"} if service.name == "kafka" else {"node"} if service.name == "nodered" else set()
 
 
 def _settles(service: Service) -> bool:

@@ -7,17 +7,13 @@ from __future__ import annotations
 
 from labkit.errors import LabConfigError, ServiceError
 from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
-from labkit.stack.readiness import HttpReady, PortReady, Readiness
+from labkit.stack.readiness import Readiness
+from labkit.stack.services.catalog import remote_endpoints
 
+# service -> what the user sets to point the lab at it (each service's RemoteEndpoint)
+REMOTE_ENDPOINTS = remote_endpoints()
 # service -> the config field that holds its endpoint
-REMOTE_FIELDS: dict[str, str] = {
-    "storage": "remote_s3_url",
-    "storage-out": "remote_s3_out_url",
-    "kafka": "remote_kafka_bootstrap",
-    "faas": "remote_faas_url",
-    "nodered": "remote_nodered_url",
-    "mail": "remote_mail_url",
-}
+REMOTE_FIELDS: dict[str, str] = {name: e.setting for name, e in REMOTE_ENDPOINTS.items()}
 
 
 class RemoteBackend(Backend):
@@ -28,10 +24,10 @@ class RemoteBackend(Backend):
         return {name: url for name, url in found.items() if url}
 
     def _probe(self, name: str, url: str) -> Readiness:
-        if name == "kafka":
-            host, _, port = url.split(",")[0].rpartition(":")
-            return PortReady(int(port), host)
-        return HttpReady(url, statuses=tuple(range(200, 500)))  # any HTTP answer means reachable
+        """Raises:
+            LabConfigError: ``url`` is not the kind of address the endpoint takes.
+        """
+        return REMOTE_ENDPOINTS[name].readiness(url)
 
     def up(self, wipe: bool = False) -> list[ServiceStatus]:
         """Check every configured endpoint answers.
@@ -41,7 +37,7 @@ class RemoteBackend(Backend):
             ServiceError: an endpoint does not answer.
         """
         if not self.endpoints():
-            fields = ", ".join(f"LABKIT_{f.upper()}" for f in REMOTE_FIELDS.values())
+            fields = ", ".join(e.variable for e in REMOTE_ENDPOINTS.values())
             raise LabConfigError(f"The remote backend has no endpoints. Fix: set some of {fields}.")
         down = [row.name for row in self.status() if not row.healthy]
         if down:

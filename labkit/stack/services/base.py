@@ -1,4 +1,10 @@
-"""The shape every native service shares: how to install it, start it, and tell it is ready."""
+"""The shape every service shares: what it declares, how it is installed, started and found ready.
+
+A service is one class in a module of this package. Its class attributes are its whole
+declaration: the config's ports, the backends' tables, the compose checks and the
+experiments' lists are derived from them (:mod:`labkit.stack.services.catalog`), so adding
+a service is one module plus its entry in ``stack/compose.yaml`` (docs/extending.md).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,11 @@ import sys
 from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import psutil
 
 from labkit.errors import ServiceError
-from labkit.stack.context import LabContext
 from labkit.stack.install import InstallStep
 from labkit.stack.process import (
     ProcessRecord,
@@ -27,22 +32,21 @@ from labkit.stack.process import (
     terminate,
 )
 from labkit.stack.readiness import Readiness, poll_until
+from labkit.stack.services.declarations import ServiceDeclaration
 from labkit.stack.versions import pin
+
+if TYPE_CHECKING:  # the context's config derives its ports from the services
+    from labkit.stack.context import LabContext
 
 LOG_TAIL_LINES = 20
 
 
-class Service(ABC):
-    """One native service. Subclasses declare ``install_step``, ``command`` and
-    ``readiness``; this base gives them the verbs ``start``, ``wait_ready``,
-    ``endpoint``, ``stop`` (and ``kill``, ``pause``, ``resume``)."""
+class Service(ServiceDeclaration, ABC):
+    """One service. Subclasses declare the class attributes of :class:`ServiceDeclaration` and
+    ``install_step``, ``command``, ``readiness`` and ``endpoint``; this base gives them the verbs
+    ``start``, ``wait_ready``, ``endpoint``, ``stop`` (and ``kill``, ``pause``, ``resume``)."""
 
-    name: ClassVar[str]
-    pin_key: ClassVar[str]
-    port_names: ClassVar[tuple[str, ...]]
     hint: ClassVar[str] = ""
-    # Services this one sends events to: they must be ready before it starts.
-    after: ClassVar[tuple[str, ...]] = ()
     # True for services that print a secret of their own config: their output
     # then passes through labkit.stack.logpipe, which masks the secrets.
     output_has_secrets: ClassVar[bool] = False
@@ -52,7 +56,7 @@ class Service(ABC):
         self.config = ctx.config
         self.table = ProcessTable(ctx.config.run_dir)
 
-    # -- declarations -------------------------------------------------------
+    # -- how it runs ---------------------------------------------------------
     @abstractmethod
     def install_step(self) -> InstallStep | None:
         """How ``labkit install`` gets this service into the cache (None: nothing to install)."""
@@ -79,14 +83,18 @@ class Service(ABC):
     def on_ready(self) -> None:
         """Provision what later services rely on (topics, say), once the service is ready."""
 
-    # -- derived facts ------------------------------------------------------
+    def data_paths(self) -> list[Path]:
+        """What ``labkit down --wipe`` deletes: its working directory, and any data it keeps elsewhere."""
+        return [self.workdir]
+
+    # -- facts of this lab ----------------------------------------------------
     @property
     def version(self) -> str:
         return pin(self.pin_key)["version"]
 
     @property
     def ports(self) -> dict[str, int]:
-        return {p: self.config.port(p) for p in self.port_names}
+        return {p: self.config.port(p) for p in self.listeners()}
 
     @property
     def log_path(self) -> Path:
@@ -122,7 +130,11 @@ class Service(ABC):
         if self.output_has_secrets:
             env["LABKIT_REDACT"] = "\n".join(self.ctx.secrets.secret_values())
             cmd = [sys.executable, "-m", "labkit.stack.logpipe", "--", *cmd]
-        proc = spawn(cmd, env, self.workdir, self.log_path)
+        try:
+            proc = spawn(cmd, env, self.workdir, self.log_path)
+        except OSError as e:
+            raise ServiceError(f"{self.name} could not be started ({' '.join(cmd[:1])}): {e}. "
+                               "Hint: `labkit install --force` rebuilds the service cache.") from e
         record = ProcessRecord(self.name, proc.pid, proc.create_time(), cmd, self.ports, self.version)
         self.table.save(record)
         return record

@@ -7,12 +7,18 @@ import sys
 from labkit.stack.install import InstallStep
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.services.base import Service
+from labkit.stack.services.declarations import ComposeEntry, Hop, RemoteEndpoint
 
 
 class Faas(Service):
     name = "faas"
-    pin_key = "labkit"
-    port_names = ("faas",)
+    start_order = 40
+    default_ports = {"faas": 3233}
+    pin_key = None  # labkit's own runner natively; real OpenWhisk in compose
+    on_image_path = True
+    hops = (Hop("nodered-faas", 8483, upstream="faas", description="Node-RED's invocations of the action"),)
+    remote = RemoteEndpoint("remote_faas_url", "an OpenWhisk API host")
+    compose = ComposeEntry(pin="openwhisk")
 
     @property
     def version(self) -> str:

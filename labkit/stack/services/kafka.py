@@ -8,13 +8,18 @@ import uuid
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from labkit.errors import ServiceError
-from labkit.stack.hops import hop_address
 from labkit.stack.install import InstallStep, MavenJars
 from labkit.stack.readiness import AllReady, LogReady, PortReady, Readiness
 from labkit.stack.services.base import Service
+from labkit.stack.services.declarations import (
+    ComposeEntry,
+    Hop,
+    RemoteEndpoint,
+    hop_address,
+)
 from labkit.stack.versions import STACK_DIR, pin
 
 # Topics the pipeline needs before versitygw starts: its Kafka writer does not
@@ -25,8 +30,18 @@ JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "
 
 class Kafka(Service):
     name = "kafka"
+    start_order = 30
+    # kafka-proxied is a second client listener, for clients that come through the store-kafka hop.
+    default_ports = {"kafka": 9092, "kafka-controller": 9093, "kafka-proxied": 9094}
     pin_key = "kafka"
-    port_names = ("kafka", "kafka-controller", "kafka-proxied")
+    runtime_tools = ("java",)
+    on_image_path = True
+    # Kafka clients reconnect to the broker's advertised address, so the broker
+    # advertises this proxy on a listener of its own (kafka-proxied).
+    hops = (Hop("store-kafka", 8482, upstream="kafka-proxied", description="the store's events to Kafka"),)
+    remote = RemoteEndpoint("remote_kafka_bootstrap", "host:port[,host:port...] of the brokers", probe="bootstrap")
+    # Containers use the INTERNAL listener; the controller and the proxied listener stay inside.
+    compose = ComposeEntry(endpoint="kafka:19092", unpublished=("kafka-controller", "kafka-proxied"))
     hint = "a broker that will not start after a crash may have a damaged log dir; `labkit down --wipe` resets it"
 
     def install_step(self) -> InstallStep:
@@ -74,13 +89,23 @@ class Kafka(Service):
 
 
 def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int = 1) -> None:
-    """Create the topics that do not exist yet (idempotent)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-admin", request_timeout_ms=10000)
+    """Create the topics that do not exist yet (idempotent).
+
+    Raises:
+        ServiceError: the broker did not answer, or refused.
+    """
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-admin", request_timeout_ms=10000)
+    except KafkaError as e:
+        raise ServiceError(f"Kafka at {bootstrap} did not answer ({e}). Hint: `labkit logs kafka`.") from e
     try:
         missing = set(topics) - set(admin.list_topics())
         if missing:
             admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in sorted(missing)])
     except TopicAlreadyExistsError:
         pass  # another client created it meanwhile
+    except KafkaError as e:
+        raise ServiceError(f"Kafka at {bootstrap} refused to create topics {', '.join(topics)}: {e}. "
+                           "Hint: `labkit logs kafka`.") from e
     finally:
         admin.close()

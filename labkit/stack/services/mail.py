@@ -8,13 +8,17 @@ from labkit.errors import ServiceError
 from labkit.stack.install import GoBinary, InstallStep
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.services.base import Service
+from labkit.stack.services.declarations import ComposeEntry, RemoteEndpoint
 from labkit.stack.versions import pin
 
 
 class Mail(Service):
     name = "mail"
+    start_order = 10
+    default_ports = {"mail-smtp": 1025, "mail-http": 8025}
     pin_key = "mailpit"
-    port_names = ("mail-smtp", "mail-http")
+    remote = RemoteEndpoint("remote_mail_url", "Mailpit's HTTP API (optional)")
+    compose = ComposeEntry(endpoint="mail:1025")  # the flow sends its alerts over SMTP
 
     def install_step(self) -> InstallStep:
         p = pin("mailpit")
@@ -56,12 +60,18 @@ class Mailbox:
         return self._get("/api/v1/search", params={"query": query})["messages"]
 
     def delete_all(self) -> None:
-        self.http.delete("/api/v1/messages").raise_for_status()
+        self._call("DELETE", "/api/v1/messages")
 
     def _get(self, path: str, **kwargs) -> dict:
+        return self._call("GET", path, **kwargs).json()
+
+    def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """Raises:
+            ServiceError: Mailpit did not answer, or refused.
+        """
         try:
-            response = self.http.get(path, **kwargs)
+            response = self.http.request(method, path, **kwargs)
             response.raise_for_status()
         except httpx.HTTPError as e:
             raise ServiceError(f"Mailpit API {path} failed: {e}. Hint: is the mail service up (`labkit status`)?") from e
-        return response.json()
+        return response

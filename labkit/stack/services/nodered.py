@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from labkit.stack.hops import hop_url
 from labkit.stack.install import InstallStep, NpmPackage
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.services.base import Service
+from labkit.stack.services.declarations import Hop, RemoteEndpoint, hop_url
 from labkit.stack.versions import STACK_DIR, pin
 
 NODERED_DIR = STACK_DIR / "nodered"
@@ -31,8 +31,13 @@ def _sources_digest() -> str:
 
 class NodeRed(Service):
     name = "nodered"
+    start_order = 50
+    default_ports = {"nodered": 1880}
     pin_key = "nodered"
-    port_names = ("nodered",)
+    runtime_tools = ("node",)
+    on_image_path = True
+    hops = (Hop("store-webhook", 8485, upstream="nodered", description="the store's webhook to Node-RED"),)
+    remote = RemoteEndpoint("remote_nodered_url", "Node-RED's editor and admin API")
 
     def install_step(self) -> InstallStep:
         return NpmPackage("nodered", f"{pin('nodered')['version']}-{_sources_digest()}", source=NODERED_DIR,

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import escape
 
@@ -53,11 +54,11 @@ from minio.helpers import sha256_hash
 from minio.signer import sign_v4_s3
 
 from labkit.errors import ServiceError
-from labkit.stack.hops import hop_address, hop_url
 from labkit.stack.install import GoBinary, InstallStep
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.secrets import LabSecrets
 from labkit.stack.services.base import Service
+from labkit.stack.services.declarations import Hop, RemoteEndpoint, hop_address, hop_url
 from labkit.stack.versions import pin
 
 TOPIC = "dit247"
@@ -73,6 +74,7 @@ WRITE_OBJECTS = ("s3:PutObject", "s3:AbortMultipartUpload")
 
 class _Gateway(Service):
     pin_key = "versitygw"
+    on_image_path = True
     hint = "versitygw sends a test event at start, so its event target must be up first"
 
     def install_step(self) -> InstallStep:
@@ -90,7 +92,10 @@ class _Gateway(Service):
         return self.config.data_dir / "iam"
 
     def port(self) -> int:
-        return self.ports[self.port_names[0]]
+        return self.ports[self.name]
+
+    def data_paths(self) -> list[Path]:
+        return [self.workdir, self.root, self.iam_dir]
 
     def environment(self) -> dict[str, str]:
         s = self.ctx.secrets
@@ -120,8 +125,11 @@ class Storage(_Gateway):
     """The upload gateway; its ObjectCreated events go to Kafka topic ``dit247``."""
 
     name = "storage"
-    port_names = ("storage",)
+    start_order = 60
+    default_ports = {"storage": 7070}
     after = ("kafka", "toxiproxy")
+    hops = (Hop("client-store", 8481, upstream="storage", description="uploads from Node-RED to the store"),)
+    remote = RemoteEndpoint("remote_s3_url", "the S3 endpoint uploads go to")
 
     def event_flags(self) -> list[str]:
         return ["--event-kafka-url", hop_address(self.config, "store-kafka"), "--event-kafka-topic", TOPIC]
@@ -135,8 +143,11 @@ class StorageOut(_Gateway):
     """The gateway the action writes through; its events go to Node-RED's webhook."""
 
     name = "storage-out"
-    port_names = ("storage-out",)
+    start_order = 70
+    default_ports = {"storage-out": 7071}
     after = ("nodered", "toxiproxy")
+    hops = (Hop("action-store", 8484, upstream="storage-out", description="the action's reads and writes"),)
+    remote = RemoteEndpoint("remote_s3_out_url", "the S3 endpoint the action writes through")
     output_has_secrets = True  # versitygw prints the webhook URL, and the URL carries the token
 
     def webhook_url(self) -> str:
@@ -187,7 +198,11 @@ class StoreAdmin:
         """Access key -> role of every account but root (never their secrets)."""
         response = self._patch("/list-users")
         self._check(response, "list accounts")
-        accounts = ET.fromstring(response.content).iter("Accounts")
+        try:
+            accounts = ET.fromstring(response.content).iter("Accounts")
+        except ET.ParseError as e:
+            raise ServiceError(f"versitygw's account list ({self.endpoint}) is not XML: {e}. "
+                               "Hint: `labkit logs storage`.") from e
         return {a.findtext("Access"): a.findtext("Role") for a in accounts}
 
     def _patch(self, path_query: str, body: bytes = b"") -> httpx.Response:

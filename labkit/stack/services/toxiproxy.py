@@ -5,17 +5,26 @@ from __future__ import annotations
 import httpx
 
 from labkit.errors import ServiceError
-from labkit.stack.hops import HOPS
 from labkit.stack.install import GoBinary, InstallStep
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.services.base import Service
+from labkit.stack.services.catalog import declared_hops
 from labkit.stack.versions import pin
 
 
 class Toxiproxy(Service):
+    """The fault tool: one proxy per hop that the other services declare."""
+
     name = "toxiproxy"
+    start_order = 20
+    default_ports = {"toxiproxy": 8474}
     pin_key = "toxiproxy"
-    port_names = ("toxiproxy", *(h.listen for h in HOPS))
+    crash_tested = False  # killing the fault tool is a blackhole on every hop: the hops' cases
+
+    @classmethod
+    def listeners(cls) -> dict[str, int]:
+        """Its API, and the listener of each hop's proxy."""
+        return {**cls.default_ports, **{h.listen: h.port for h in declared_hops()}}
 
     def install_step(self) -> InstallStep:
         p = pin("toxiproxy")
@@ -34,7 +43,7 @@ class Toxiproxy(Service):
     def on_ready(self) -> None:
         """Create one proxy per hop, before the services that connect through them start."""
         client = ToxiproxyClient(self.endpoint())
-        for h in HOPS:
+        for h in declared_hops():
             client.ensure_proxy(h.name, f"{self.host}:{self.config.port(h.listen)}",
                                 f"{self.host}:{self.config.port(h.upstream)}")
 
