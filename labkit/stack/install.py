@@ -223,14 +223,21 @@ def install(steps: list[InstallStep], cache: Path, reporter: Reporter, force: bo
 
 
 def _install_one(step: InstallStep, cache: Path, reporter: Reporter) -> None:
+    """Raises:
+        LabConfigError: the build failed, or the cache could not be written.
+    """
     target = step.target(cache)
     partial = target.with_name(target.name + ".partial")
     log = cache / "logs" / f"{step.name}.log"
     log.unlink(missing_ok=True)
     with reporter.step(f"install {step.describe()}"):
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        step.build(partial, log)
-        write_manifest(step, partial)
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
+        try:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            step.build(partial, log)
+            write_manifest(step, partial)
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
+        except (OSError, StopIteration) as e:  # StopIteration: a Go build that left no binary
+            raise LabConfigError(f"Installing {step.describe()} into {cache} failed: {e!r}. Hint: check that the "
+                                 f"disk has room and {log} for the build's output, then run `labkit install`.") from e

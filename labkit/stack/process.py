@@ -15,6 +15,9 @@ from pathlib import Path
 import psutil
 
 from labkit.core.files import atomic_write
+from labkit.stack.readiness import poll_until
+
+EXIT_POLL_S = 0.05
 
 
 @dataclass
@@ -114,17 +117,16 @@ def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Pro
 
     A zombie counts as gone: when labkit is not the parent, reaping it is up to
     init, which may take its time."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def all_gone() -> bool:
         for proc in procs:
             try:
                 proc.wait(0)  # reaps it when it is labkit's own child
             except (psutil.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
                 pass
-        alive = [p for p in procs if _running(p)]
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
+        return not any(_running(p) for p in procs)
+
+    poll_until(all_gone, timeout_s, EXIT_POLL_S)
+    return [p for p in procs if _running(p)]
 
 
 def _running(proc: psutil.Process) -> bool:

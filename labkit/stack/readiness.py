@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 import httpx
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 
 class Readiness(Protocol):
@@ -85,19 +85,24 @@ class AllReady:
         return " and ".join(c.describe() for c in self.checks)
 
 
+Outcome = Literal["ready", "died", "timeout"]
+
+
 def poll_until(probe: Callable[[], bool], timeout_s: float, interval_s: float,
-               alive: Callable[[], bool] = lambda: True) -> str:
-    """Poll ``probe`` until it holds; return why polling ended.
+               alive: Callable[[], bool] = lambda: True) -> Outcome:
+    """Poll ``probe`` every ``interval_s`` until it holds; return why polling ended.
+
+    The probe runs at least once, however short the timeout.
 
     Returns:
         ``"ready"``, ``"died"`` (``alive`` turned false) or ``"timeout"``.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def attempt() -> Outcome | None:
         if probe():
             return "ready"
-        if not alive():
-            return "died"
-        if time.monotonic() >= deadline:
-            return "timeout"
-        time.sleep(interval_s)
+        return None if alive() else "died"
+
+    retrying = Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(interval_s),
+                        retry=retry_if_result(lambda outcome: outcome is None),
+                        retry_error_callback=lambda _: "timeout")
+    return retrying(attempt)
