@@ -22,18 +22,17 @@ from tenacity import Retrying, retry_if_result, stop_never, wait_fixed
 
 from labkit.pipeline.upload import UPLOAD_PATH
 from labkit.stack.lab import Lab
-from labkit.stack.services import SERVICE_NAMES
+from labkit.stack.services import PATH_SERVICES, SERVICE_NAMES
 
 PROBE_INTERVAL_S = 0.5
-# The services an image passes through: the synthetic ``pipeline`` probe needs them all.
-PATH_SERVICES = ("storage", "kafka", "nodered", "faas", "storage-out")
 
 
 class Prober:
     """Probes every service's readiness, and the pipeline as a whole, every ``interval_s`` in a thread.
 
     The synthetic ``pipeline`` probe is ok when Node-RED's upload endpoint answers (a POST
-    without a key gets its 400) and every service an image passes through is ready. Each
+    without a key gets its 400) and every service an image passes through
+    (:data:`labkit.stack.services.PATH_SERVICES`) is ready. Each
     round runs in a small pool, so a probe that hangs until its timeout (a paused service)
     does not stretch the interval between rounds.
     """
