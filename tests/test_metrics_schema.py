@@ -105,3 +105,16 @@ def test_labkit_reads_the_sample_lines(tmp_path) -> None:
     assert list(frame["outcome"]) == [line["outcome"] for line in SAMPLES.values()]
     ok = frame.iloc[0]
     assert ok["duration_s"] == 0.4 and ok["action_ms"] == 61.5 and ok["action_upload_ms"] == 8.1
+
+
+def test_the_outcomes_python_knows_are_the_schemas() -> None:
+    """One vocabulary across the language boundary: labkit.pipeline.fate.Outcome is the schema's enum."""
+    import json
+    from pathlib import Path
+
+    from labkit.pipeline.fate import Fate, Outcome
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "stack/nodered/metrics-line.schema.json").read_text())
+    assert {o.value for o in Outcome} == set(schema["properties"]["outcome"]["enum"])
+    assert Fate.of_outcome("ok") is Fate.of_outcome("no_webhook") is Fate.RESIZED
+    assert Fate.of_outcome("error") is Fate.DEAD_LETTERED

@@ -11,10 +11,13 @@ from labkit.pipeline.retry import HOP_NODES, RETRY_PRESETS, SUBFLOW_ENV, RetryHo
 
 def test_a_bad_policy_is_one_line_naming_the_field() -> None:
     with pytest.raises(LabConfigError) as caught:
-        RetryPolicy(policy="sometimes")
+        RetryPolicy.of({"policy": "sometimes"})
     assert "policy" in str(caught.value) and "\n" not in str(caught.value)
     with pytest.raises(LabConfigError, match="max_attempts"):
-        RetryPolicy(max_attempts=0)
+        RetryPolicy.of({"max_attempts": 0})
+    with pytest.raises(LabConfigError, match="presets: none, fixed, exponential"):
+        RetryPolicy.of("sometimes")
+    assert RetryPolicy.of("fixed") == RETRY_PRESETS["fixed"]
 
 
 @pytest.mark.parametrize(("value", "upload", "invoke"), [

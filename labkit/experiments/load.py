@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from labkit.core.progress import bar
 from labkit.errors import LabConfigError
 from labkit.pipeline.images import PoolImage, generate_pool
 from labkit.pipeline.upload import UPLOAD_TIMEOUT_S, upload_one
@@ -183,7 +183,7 @@ class _Uploader:
         self.run, self.images, self.prefix, self.on_upload = run, images, prefix, on_upload
         limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
         self.http = httpx.Client(base_url=lab.endpoints["nodered"], timeout=UPLOAD_TIMEOUT_S, limits=limits)
-        self.bar = tqdm(total=run.planned, desc=f"{run.kind} loop", unit="img", disable=not progress)
+        self.bar = bar(run.planned, f"{run.kind} loop", disable=not progress)
 
     def key(self, i: int) -> str:
         name = self.images[i % len(self.images)].key.rsplit("/", 1)[-1]  # 0003-640x480.jpg

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from labkit.errors import LabConfigError
 from labkit.experiments.faults import Fault, label, validate
-from labkit.pipeline.retry import HOPS, RetryHops, RetryPolicy, preset
+from labkit.pipeline.retry import RetryHops, preset
 from labkit.stack.services import SERVICE_NAMES
 from labkit.stack.versions import STACK_DIR
 
@@ -180,9 +180,6 @@ def load_spec(source: ExperimentSpec | Mapping | str | os.PathLike) -> Experimen
         return ExperimentSpec.model_validate(dict(source))
     except ValidationError as e:
         raise LabConfigError(_explain(where, e.errors())) from e
-    except LabConfigError as e:  # a retry policy reports its own errors, without their place in the spec
-        located = _retry_errors(source.get("retry")) + _errors_besides_retry(source)
-        raise LabConfigError(_explain(where, located) if located else f"{where} is invalid: {e}") from e
 
 
 def _read_yaml(path: Path) -> tuple[str, Any]:
@@ -206,36 +203,6 @@ def _spec_path(source: str | os.PathLike) -> Path:
         known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")))
         raise LabConfigError(f"No experiment file {source}. Fix: pass a YAML file's path, or one of: {known}.")
     return path
-
-
-def _retry_errors(value: Any) -> list[dict]:
-    """Each hop's retry-policy errors, located in the spec (``retry.upload.max_attempts``).
-
-    A :class:`RetryPolicy` reports its own errors as one ``LabConfigError``, without the path
-    of the field it sits in; its cause still has the details.
-    """
-    per_hop = isinstance(value, Mapping) and bool(set(HOPS) & set(value))
-    errors: list[dict] = []
-    for hop in HOPS:
-        given = value.get(hop) if per_hop else value
-        if not isinstance(given, Mapping):
-            continue  # a preset name or a policy is checked on its own
-        try:
-            RetryPolicy(**given)
-        except LabConfigError as err:
-            cause = err.__cause__
-            if isinstance(cause, ValidationError):
-                errors += [{**e, "loc": ("retry", hop, *e["loc"])} for e in cause.errors()]
-    return errors
-
-
-def _errors_besides_retry(source: Mapping) -> list[dict]:
-    """The errors of every field but ``retry``, so that one message lists them all."""
-    try:
-        ExperimentSpec.model_validate({k: v for k, v in source.items() if k != "retry"})
-    except ValidationError as e:
-        return e.errors()
-    return []
 
 
 def _explain(where: str, errors: list[dict]) -> str:

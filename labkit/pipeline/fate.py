@@ -19,8 +19,10 @@ from enum import StrEnum
 class Outcome(StrEnum):
     """The ``outcome`` field of a metrics line (``stack/nodered/metrics-line.schema.json``)."""
 
-    OK = "ok"  # the output is written and its webhook came back
+    OK = "ok"  # the output is written, and its webhook (or the output check) said so
+    NO_WEBHOOK = "no_webhook"  # the output is written, but neither the webhook nor the check came in time
     ERROR = "error"  # the flow gave up on the image and dead-lettered it, with a ``code``
+    MALFORMED = "malformed"  # a Kafka record the flow could not read: it names no image
 
 
 class Fate(StrEnum):
@@ -36,7 +38,7 @@ class Fate(StrEnum):
     @classmethod
     def of_outcome(cls, outcome: str) -> Fate:
         """The fate a metrics line's ``outcome`` stands for."""
-        return cls.RESIZED if outcome == Outcome.OK else cls.DEAD_LETTERED
+        return cls.RESIZED if outcome in (Outcome.OK, Outcome.NO_WEBHOOK) else cls.DEAD_LETTERED
 
     @property
     def is_failure(self) -> bool:

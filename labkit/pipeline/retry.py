@@ -45,8 +45,8 @@ class RetryPolicy(BaseModel):
         cap_ms: Longest delay.
         deadline_s: No attempt starts later than this after the first.
 
-    Raises:
-        LabConfigError: On construction, for a value out of range (one line, naming the field).
+    Build one with :meth:`of` (or inside :class:`RetryHops`) to get a bad value reported as
+    one :class:`LabConfigError` line that names the field.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,11 +58,18 @@ class RetryPolicy(BaseModel):
     cap_ms: int = Field(5000, ge=0, le=600_000, description="longest delay in ms: 0..600000")
     deadline_s: float = Field(30.0, gt=0, le=600, description="no attempt starts later than this: (0, 600] s")
 
-    def __init__(self, **values: Any) -> None:
+    @classmethod
+    def of(cls, value: RetryPolicy | Mapping | str) -> RetryPolicy:
+        """A policy from a preset name, a mapping or a policy.
+
+        Raises:
+            LabConfigError: An unknown preset or a value out of range (one line, naming the field).
+        """
         try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise LabConfigError(f"bad retry policy: {explain(err)}") from err
+            return cls.model_validate(preset(value))
+        except (ValidationError, ValueError) as err:
+            detail = explain(err) if isinstance(err, ValidationError) else str(err)
+            raise LabConfigError(f"bad retry policy: {detail}") from err
 
     @property
     def deadline_ms(self) -> int:

@@ -14,13 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pandas as pd
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from tenacity import (
     RetryError,
     Retrying,
@@ -29,6 +22,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from labkit.core.progress import bar
 from labkit.errors import LabConfigError, ServiceError
 from labkit.pipeline.images import PoolImage
 from labkit.pipeline.metrics import load_metrics, metrics_path  # noqa: F401 - metrics_path: re-exported
@@ -130,31 +124,15 @@ def push(lab: Lab, images: Sequence[PoolImage], concurrency: int = 4, progress: 
         raise LabConfigError(f"concurrency must be between 1 and 64, got {concurrency}")
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=lab.endpoints["nodered"], timeout=UPLOAD_TIMEOUT_S, limits=limits) as http, \
-            ThreadPoolExecutor(max_workers=concurrency) as pool, _ProgressBar(progress, len(images)) as advance:
+            ThreadPoolExecutor(max_workers=concurrency) as pool, bar(len(images), "upload", not progress) as sent:
 
         def one(image: PoolImage) -> dict:
             row = upload_one(http, prefix + image.key, image.data, image.content_type, uuid.uuid4().hex)
-            advance()
+            sent.update(1)
             return row
 
         rows = list(pool.map(one, images))
     return pd.DataFrame(rows, columns=list(PUSH_COLUMNS))
-
-
-class _ProgressBar:
-    """A rich progress bar (or nothing) whose ``advance`` is safe from worker threads."""
-
-    def __init__(self, show: bool, total: int):
-        self.progress = Progress(TextColumn("upload"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 disable=not show)
-        self.task = self.progress.add_task("upload", total=total)
-
-    def __enter__(self):
-        self.progress.start()
-        return lambda: self.progress.advance(self.task)
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
 
 def wait_for(lab: Lab, keys: Iterable[str], timeout_s: float = 120.0) -> pd.DataFrame:
