@@ -40,6 +40,7 @@ pytestmark = pytest.mark.stack
 
 HOP = "nodered-faas"  # Node-RED -> faas: a GET of the FaaS API through it answers in milliseconds
 BIG_HOP, BIG_PATH = "store-webhook", "/red/style.min.css"  # Node-RED's editor stylesheet, ~300 KB
+SMALL_PATH = "/red/images/node-red.svg"  # Node-RED's logo, ~3 KB, on the same hop
 SERVICE = "mail"
 
 
@@ -127,6 +128,17 @@ def test_bandwidth_limits_a_download(lab, faults):
     faults.inject(Fault("bandwidth", BIG_HOP, params={"rate_kbps": rate_kbps}))
     limited = through(lab, BIG_HOP, BIG_PATH, timeout_s=10)
     assert before < 0.5 and 0.7 <= limited <= 3.0, (size, before, limited)
+
+
+def test_limit_data_cuts_a_long_answer_and_lets_a_short_one_through(lab, faults):
+    fault = faults.inject(Fault("limit_data", BIG_HOP, params={"limit_bytes": 16_384}))
+    assert sorted(t["name"] for t in lab.toxiproxy().toxics(BIG_HOP)) == [
+        "labkit-limit_data-downstream", "labkit-limit_data-upstream"]
+    through(lab, BIG_HOP, SMALL_PATH)  # about 3 KB: whole
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending complete message body"):
+        through(lab, BIG_HOP, BIG_PATH)  # about 300 KB: cut after 16 KB
+    faults.clear(fault)
+    assert through(lab, BIG_HOP, BIG_PATH) < 1.0 and lab.toxiproxy().toxics(BIG_HOP) == []
 
 
 def test_one_fault_of_a_kind_per_target(lab, faults):

@@ -42,6 +42,14 @@ def test_the_matrix_covers_every_service_every_hop_and_a_restart() -> None:
     assert kill.faults[0]["kind"] == "kill"
 
 
+def test_the_stack_restart_is_a_fault_like_the_others() -> None:
+    restart = next(c for c in cases(SCALES["ci"]) if c.name == RESTART_CASE)
+    assert (restart.kind, restart.target, restart.description) == ("restart", "stack", "labkit down, then up (data kept)")
+    spec = case_spec(restart, SCALES["ci"], seed=0)
+    assert [(f.kind, f.target, f.at_s) for f in spec.faults] == [("restart", "stack", SCALES["ci"].fault_at_s)]
+    assert spec.fault_name == RESTART_CASE and spec.until_recovered is not None
+
+
 def test_an_unknown_case_is_one_clear_error() -> None:
     with pytest.raises(LabConfigError, match="Valid: .*kill-kafka"):
         cases(SCALES["ci"], ["kill-everything"])

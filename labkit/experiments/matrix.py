@@ -8,11 +8,14 @@ Each case runs an open-loop load on the real pipeline while one thing goes wrong
   row covers the endpoint being unreachable while Node-RED runs;
 - **network faults** on each hop through Toxiproxy: ``latency_ms`` of latency for
   ``latency_s``, then a blackhole (a silent, open connection) for ``blackhole_s``;
-- **an ordinary restart** of the whole stack (``labkit down`` then ``up``, data kept).
+- **an ordinary restart** of the whole stack (``labkit down`` then ``up``, data kept): the
+  ``restart`` fault kind on the target ``stack``.
 
-After the load the pipeline drains, reconciliation republishes whatever the store's
-best-effort events dropped (and re-records resized images that lost their metrics line),
-and every upload is classified (:func:`labkit.experiments.run.classify`). A case passes when
+Every case is an experiment (:func:`labkit.experiments.run.run_experiment`) whose faults run
+on a schedule during the load; each fault's kind (:mod:`labkit.experiments.faults`) knows how
+to inject, clear and describe it. After the load the pipeline drains, reconciliation
+republishes whatever the store's best-effort events dropped (and re-records resized images
+that lost their metrics line), and every upload is classified (:func:`labkit.experiments.run.classify`). A case passes when
 nothing is ``lost`` or ``pending``. Each case also records two recovery times, both from the
 moment the fault ended (the service was healthy again, or the toxic was removed):
 
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,23 +50,20 @@ from matplotlib.figure import Figure
 
 from labkit.analysis import report
 from labkit.errors import LabConfigError
-from labkit.experiments.faults import HOPS
-from labkit.experiments.load import start_open_loop
+from labkit.experiments.faults import HOPS, STACK, Fault, as_spec, describe, kind_of
 from labkit.experiments.run import (
     ExperimentSpec,
-    Prober,
     UntilRecovered,
     environment,
     load_spec,
     run_experiment,
-    settle,
-    wait_until_recovered,
 )
-from labkit.pipeline import deploy as pipeline
 from labkit.stack.lab import Lab
+from labkit.stack.services import CRASH_TESTED
 
-# Services killed in turn (Toxiproxy is the fault tool itself; killing it is a blackhole on every hop).
-PROCESS_TARGETS = ("storage", "storage-out", "kafka", "nodered", "faas", "mail")
+# Services killed in turn, as each service's module declares (`crash_tested`). Toxiproxy is not
+# one: it is the fault tool itself, and killing it is a blackhole on every hop.
+PROCESS_TARGETS = CRASH_TESTED
 RESTART_CASE = "restart-stack"
 SUMMARY_COLUMNS = ("case", "fault", "kind", "target", "uploaded", "ok", "error", "lost", "pending", "duplicates",
                    "reconciled", "recovered", "recovery_s", "waited_s", "backlog_s", "fault_s", "passed")
@@ -111,14 +110,20 @@ SCALES: dict[str, MatrixScale] = {
 
 @dataclass(frozen=True)
 class Case:
-    """One row of the matrix: a name, what breaks, and the faults (empty for the stack restart)."""
+    """One row of the matrix: a name, what breaks (its faults' family and target), and the faults."""
 
     name: str
-    kind: str  # process, network or restart
+    kind: str  # the faults' family: process, network or restart
     target: str
     faults: list[dict] = field(default_factory=list)
     fault_end_s: float = 0.0
     description: str = ""
+
+    @classmethod
+    def of(cls, name: str, faults: Sequence[Fault]) -> Case:
+        """The case that runs ``faults`` (all on one target); its kind and description come from the faults' kinds."""
+        return cls(name, kind_of(faults[0].kind).family, faults[0].target, [as_spec(f) for f in faults],
+                   max(f.at_s + f.duration_s for f in faults), describe(faults))
 
 
 def cases(scale: MatrixScale, only: Sequence[str] | None = None) -> list[Case]:
@@ -128,21 +133,13 @@ def cases(scale: MatrixScale, only: Sequence[str] | None = None) -> list[Case]:
         LabConfigError: ``only`` names an unknown case (the message lists them).
     """
     t0 = scale.fault_at_s
-    every = [Case(f"kill-{svc}", "process", svc, [{"kind": "kill", "target": svc, "at_s": t0,
-                                                    "duration_s": scale.down_s}], t0 + scale.down_s,
-                  f"kill -9 {svc}, started again after {scale.down_s:g} s")
-             for svc in PROCESS_TARGETS]
+    every = [Case.of(f"kill-{svc}", [Fault("kill", svc, t0, scale.down_s)]) for svc in PROCESS_TARGETS]
     black_at = t0 + scale.latency_s + 0.5  # the latency toxic is gone before the blackhole goes on
-    every += [Case(f"{hop}-latency-blackhole", "network", hop,
-                   [{"kind": "latency", "target": hop, "at_s": t0, "duration_s": scale.latency_s,
-                     "params": {"latency_ms": scale.latency_ms}},
-                    {"kind": "timeout", "target": hop, "at_s": black_at, "duration_s": scale.blackhole_s,
-                     "params": {"timeout_ms": 0}}], black_at + scale.blackhole_s,
-                   f"{hop}: {scale.latency_ms / 1000:g} s latency for {scale.latency_s:g} s, "
-                   f"then a {scale.blackhole_s:g} s blackhole")
+    every += [Case.of(f"{hop}-latency-blackhole",
+                      [Fault("latency", hop, t0, scale.latency_s, {"latency_ms": scale.latency_ms}),
+                       Fault("timeout", hop, black_at, scale.blackhole_s, {"timeout_ms": 0})])
               for hop in HOPS]
-    every.append(Case(RESTART_CASE, "restart", "stack", [], t0 + RESTART_ALLOWANCE_S,
-                      "labkit down, then up (data kept)"))
+    every.append(Case.of(RESTART_CASE, [Fault("restart", STACK, t0, RESTART_ALLOWANCE_S)]))
     if not only:
         return every
     names = {c.name for c in every}
@@ -231,36 +228,9 @@ def _scale(scale: str | MatrixScale) -> tuple[str, MatrixScale]:
 
 def _run_case(lab: Lab, case: Case, scale: MatrixScale, seed: int, parts: Path,
               progress: bool) -> tuple[pd.DataFrame, list[dict], dict]:
-    spec = case_spec(case, scale, seed)
-    if case.kind == "restart":
-        return _restart_during_load(lab, spec, scale, progress)
-    run = run_experiment(lab, spec, parts, progress=progress)
+    """One case, as an experiment: its faults run on a schedule during the load, whatever their kind."""
+    run = run_experiment(lab, case_spec(case, scale, seed), parts, progress=progress)
     return run.results, run.env["fault_windows"], run.env["recovery"][0]
-
-
-def _restart_during_load(lab: Lab, spec: ExperimentSpec, scale: MatrixScale,
-                         progress: bool) -> tuple[pd.DataFrame, list[dict], dict]:
-    """The whole stack goes down and comes up again (data kept) while the load runs.
-
-    The load's client keeps retrying uploads while the endpoint is unreachable
-    (:func:`labkit.pipeline.upload.upload_one`); the flow's consumer resumes from its committed offset.
-    """
-    pipeline.stand_up(lab)
-    prefix = f"exp/{spec.name}/{uuid.uuid4().hex[:8]}/"
-    with Prober(lab):
-        load = start_open_loop(lab, spec.load.rate_per_s, spec.load.images, spec.load.max_duration_s,
-                               seed=spec.seed, prefix=prefix, sizes=spec.load.sizes, progress=progress)
-        time.sleep(scale.fault_at_s)  # when the restart is due: a schedule, not a readiness wait
-        down_ms = time.time() * 1000
-        lab.down()
-        lab.up()
-        pipeline.wait_for_consumer(lab)
-        window = {"fault": RESTART_CASE, "kind": "restart", "target": "stack", "start_ms": down_ms,
-                  "end_ms": time.time() * 1000}
-        recovery = wait_until_recovered(lab, load, window["end_ms"], scale.until_recovered())
-        table = load.wait()
-    results, _ = settle(lab, spec, table, prefix, fault=RESTART_CASE)
-    return results, [window], recovery
 
 
 def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict], recovery: dict) -> dict:

@@ -23,14 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from labkit.errors import LabError
-from labkit.experiments.faults import (
-    HOPS,
-    NETWORK_FAULTS,
-    PROCESS_FAULTS,
-    Fault,
-    FaultInjector,
-    label,
-)
+from labkit.experiments.faults import KINDS, Fault, FaultInjector, Param, kind_of, label
 from labkit.pipeline.metrics import load_metrics
 from labkit.pipeline.upload import metrics_path
 from labkit.stack.lab import Lab
@@ -135,14 +128,12 @@ class ControlPanel(w.VBox):
         return w.HBox(list(self.lights.values()), layout=w.Layout(flex_flow="row wrap", gap="12px"))
 
     def _fault_controls(self) -> w.VBox:
-        self.kind = w.Dropdown(options=PROCESS_FAULTS + NETWORK_FAULTS, value="latency", description="fault")
-        self.target = w.Dropdown(options=HOPS, description="target")
+        self.kind = w.Dropdown(options=tuple(KINDS), value="latency", description="fault")
+        self.target = w.Dropdown(options=kind_of("latency").targets(), description="target")
         self.duration = w.IntSlider(30, min=0, max=300, step=5, description="duration s",
                                     tooltip="0: until cleared")
-        self.latency = w.IntSlider(1000, min=0, max=10000, step=50, description="latency ms")
-        self.timeout = w.IntSlider(0, min=0, max=30000, step=500, description="timeout ms")
-        self.rate = w.IntSlider(512, min=8, max=8192, step=8, description="rate kbps")
-        for name in ("kind", "target", "duration", "latency", "timeout", "rate"):
+        self.sliders = {p.name: _slider(p) for p in _panel_params()}
+        for name in ("kind", "target", "duration"):
             getattr(self, name).add_class(f"labkit-{name}")
         self.kind.observe(lambda _: self._on_kind(), names="value")
         buttons = [self._button("inject", "danger", self._on_inject), self._button("clear", "success", self._on_clear),
@@ -151,7 +142,7 @@ class ControlPanel(w.VBox):
         self.active_list.add_class("labkit-active")
         self.message = w.HTML("")
         self.message.add_class("labkit-message")
-        return w.VBox([w.HBox([self.kind, self.target]), self.duration, self.latency, self.timeout, self.rate,
+        return w.VBox([w.HBox([self.kind, self.target]), self.duration, *self.sliders.values(),
                        w.HBox(buttons), self.active_list, self.message])
 
     def _button(self, text: str, style: str, handler: Callable[[], None]) -> w.Button:
@@ -172,22 +163,18 @@ class ControlPanel(w.VBox):
 
     # -- fault controls --------------------------------------------------------
     def _on_kind(self) -> None:
-        kind = self.kind.value
-        targets = SERVICE_NAMES if kind in PROCESS_FAULTS else HOPS
-        if tuple(self.target.options) != tuple(targets):
-            self.target.options = targets
-        shown = {"latency": self.latency, "timeout": self.timeout, "reset_peer": self.timeout,
-                 "bandwidth": self.rate}.get(kind)
-        for slider in (self.latency, self.timeout, self.rate):
-            slider.layout.display = "" if slider is shown else "none"
+        """Offer the chosen kind's targets, and a slider for each of its parameters."""
+        kind = kind_of(self.kind.value)
+        if tuple(self.target.options) != kind.targets():
+            self.target.options = kind.targets()
+        for name, slider in self.sliders.items():
+            slider.layout.display = "" if name in kind.accepted() else "none"
 
     def fault(self) -> Fault:
         """The fault the controls describe."""
-        kind = self.kind.value
-        params = {"latency": {"latency_ms": self.latency.value}, "timeout": {"timeout_ms": self.timeout.value},
-                  "reset_peer": {"timeout_ms": self.timeout.value},
-                  "bandwidth": {"rate_kbps": self.rate.value}}.get(kind, {})
-        return Fault(kind, self.target.value, duration_s=self.duration.value, params=params)
+        kind = kind_of(self.kind.value)
+        params = {name: slider.value for name, slider in self.sliders.items() if name in kind.accepted()}
+        return Fault(kind.name, self.target.value, duration_s=self.duration.value, params=params)
 
     def _on_inject(self) -> None:
         fault = self.fault()
@@ -300,6 +287,24 @@ def latency_png(frame: pd.DataFrame, sla_s: float, width_in: float = 6.4, height
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _panel_params() -> list[Param]:
+    """The parameters the panel has sliders for: every kind's that has a slider range, one per name."""
+    found: dict[str, Param] = {}
+    for kind in KINDS.values():
+        for param in kind.params:
+            if param.most is not None:
+                found.setdefault(param.name, param)  # kinds that share a name share its slider
+    return list(found.values())
+
+
+def _slider(param: Param) -> w.IntSlider:
+    """A slider for ``param``, e.g. ``latency ms`` classed ``labkit-latency`` (its name without the unit)."""
+    slider = w.IntSlider(round(param.default), min=round(param.least), max=round(param.most), step=round(param.step),
+                         description=param.name.replace("_", " "))
+    slider.add_class(f"labkit-{param.name.rsplit('_', 1)[0]}")
+    return slider
 
 
 def _light(name: str, state: str) -> str:

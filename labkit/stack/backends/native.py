@@ -9,6 +9,7 @@ from labkit.core.progress import QUIET, Reporter
 from labkit.errors import LabConfigError
 from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.stack.context import LabContext
+from labkit.stack.faultstate import repair_state
 from labkit.stack.install import InstallStep, install, require_tools, verify_cache
 from labkit.stack.process import port_owner, terminate_process
 from labkit.stack.readiness import poll_until
@@ -115,9 +116,7 @@ class NativeBackend(Backend):
         for service in self.services.values():
             if service.record() is not None:
                 service.on_ready()
-        # Faults a dead kernel left in force (toxics, faults.json); late import: faults imports the services.
-        from labkit.experiments.faults import repair_state
-
+        # Faults a dead kernel left in force (toxics, faults.json).
         toxiproxy = self.services["toxiproxy"]
         url = toxiproxy.endpoint() if toxiproxy.record() is not None else None
         for repaired in repair_state(self.ctx.config.data_dir, url):
