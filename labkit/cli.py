@@ -269,7 +269,8 @@ def reliability(scale: str, only: tuple[str, ...], out_dir: str | None, doc: str
         verdict = "ok" if row["passed"] else "LOST" if row["lost"] or row["pending"] else "SLOW"
         recovery = (f"recovery {row['recovery_s']} s" if row["recovered"]
                     else f"not recovered after {row['waited_s']} s")
-        click.echo(f"{case.name:32} {verdict:4}  uploaded {row['uploaded']:3}  error {row['error']}  "
+        click.echo(f"{case.name:32} {verdict:4}  uploaded {row['uploaded']:3}  dead-lettered {row['dead_lettered']}  "
+                   f"refused {row['refused']}  "
                    f"lost {row['lost']}  reconciled {row['reconciled']}  {recovery}  backlog {row['backlog_s']} s")
 
     done = run_fault_matrix(lab, scale, out_dir or lab.ctx.config.data_dir / "runs", only=list(only) or None,

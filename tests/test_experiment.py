@@ -102,7 +102,8 @@ def test_classify_gives_every_upload_a_fate() -> None:
     metrics = pd.DataFrame([line("ok", "ok", 3001), line("twice", "ok", 2001), line("twice", "ok", 9001),
                             line("bad", "error", code="truncated")])
     fates = experiment.classify(load, metrics, moving=False).set_index("key")
-    assert fates["status"].to_dict() == {"ok": "ok", "twice": "ok", "bad": "error", "gone": "lost", "refused": "error"}
+    assert fates["status"].to_dict() == {"ok": "resized", "twice": "resized", "bad": "dead_lettered", "gone": "lost",
+                                         "refused": "refused"}
     assert fates.loc["twice", "duplicates"] == 1 and fates.loc["twice", "duration_ms"] == 1000  # the first delivery
     assert fates.loc["bad", "reason"] == "truncated" and "503" in fates.loc["refused", "reason"]
     assert pd.isna(fates.loc["gone", "duration_ms"])
@@ -158,7 +159,7 @@ def test_run_matrix_runs_every_combination(pipe: Lab, runs_dir: Path) -> None:
     assert len(run.parts) == 2 and all((p.run_dir / "results.csv").exists() for p in run.parts)
     assert (run.run_dir / "results.csv").exists()
     assert set(run.probes["service"]) >= {"pipeline", "kafka"}
-    assert (run.results["status"] == "ok").all()
+    assert (run.results["status"] == "resized").all()
 
 
 def test_an_interrupted_experiment_clears_its_faults_and_restores_the_policy(pipe: Lab, runs_dir: Path) -> None:

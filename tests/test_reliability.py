@@ -65,7 +65,7 @@ def failing_rows(summary: pd.DataFrame, holds: pd.Series, what: str) -> str:
 
 def test_a_case_that_did_not_recover_says_how_long_it_waited() -> None:
     case = next(c for c in cases(SCALES["ci"]) if c.name == "kill-kafka")
-    results = pd.DataFrame({"status": ["ok", "ok"], "t_upload_start": [1000.0, 9000.0], "t_done": [2000.0, 9500.0],
+    results = pd.DataFrame({"status": ["resized", "resized"], "t_upload_start": [1000.0, 9000.0], "t_done": [2000.0, 9500.0],
                             "duplicates": [0, 0], "reconciled": [False, False]})
     window = [{"start_ms": 500.0, "end_ms": 9800.0}]
     stuck = summarize(case, results, window, {"recovered": False, "waited_s": 120.0})
@@ -93,16 +93,17 @@ def test_ci_fault_matrix_loses_nothing_and_records_recovery(lab: Lab, tmp_path: 
     seen: list[str] = []
     run = run_fault_matrix(lab, "ci", tmp_path, progress=False, on_case=lambda case, row: seen.append(case.name))
     summary = run.summary.set_index("case")
-    print("\n" + summary[["uploaded", "ok", "error", "lost", "reconciled", "recovered", "recovery_s", "waited_s",
+    print("\n" + summary[["uploaded", "resized", "dead_lettered", "refused", "lost", "reconciled", "recovered", "recovery_s", "waited_s",
                           "backlog_s"]].to_string())
 
     assert seen == [c.name for c in cases(SCALES["ci"])]
     assert (summary["lost"] == 0).all(), failing_rows(summary, summary["lost"] == 0, "nothing lost")
     assert (summary["pending"] == 0).all(), failing_rows(summary, summary["pending"] == 0, "nothing pending")
-    accounted = summary["uploaded"] == summary["ok"] + summary["error"]
+    accounted = summary["uploaded"] == summary["resized"] + summary["dead_lettered"]
     assert accounted.all(), failing_rows(summary, accounted, "every upload resized or dead-lettered")
     # Transient faults are retried or reconciled, never dead-lettered.
-    assert (summary["error"] == 0).all(), run.results.loc[run.results["status"] == "error", ["fault", "key", "reason"]]
+    failed = run.results["status"].isin(["dead_lettered", "refused"])
+    assert not failed.any(), run.results.loc[failed, ["fault", "key", "status", "reason"]]
     # Every case measured its recovery: an image sent after the fault ended came through.
     assert summary["recovered"].all(), failing_rows(summary, summary["recovered"], "recovery within the wait")
     measured = summary["recovery_s"].notna() & (summary["recovery_s"] > 0)

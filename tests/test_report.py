@@ -86,7 +86,8 @@ def test_html_has_the_verdicts_and_the_numbers(run, page):
     assert f"<td>{report.fmt_s(p99)}<span" in page
     lossy_row = re.search(r"<td>none / kafka-stop</td><td>300</td><td>280</td>.*?</tr>", page, re.DOTALL).group(0)
     assert "<td>∞<span" in lossy_row  # 6.7% lost: p99 (and p95) are infinite
-    assert re.search(r"<td class=\"text\">kafka-stop</td><td>300</td>\s*<td>280</td><td>0</td>\s*<td class=\"warn\">20</td>", page)
+    assert re.search(r"<td class=\"text\">kafka-stop</td><td>300</td>\s*<td>280</td><td>0</td><td>0</td>\s*<td class=\"warn\">20</td>",
+                     page)
     assert "3.9.0" in page and "rate_per_s" in page
 
 
@@ -204,3 +205,13 @@ def test_a_run_where_every_image_was_lost_still_renders(tmp_path):
     results[list(STAGES)] = np.nan
     html = report.render_report(results, probes, env, tmp_path, formats=("html",))["html"].read_text()
     assert "Where the images went" in html and "FAIL" in html
+
+
+def test_a_run_saved_with_the_old_status_words_still_loads(tmp_path) -> None:
+    """Run directories written before the results spoke the fates' words ("ok", "error") are read as fates."""
+    results, probes, env = synth_run()
+    old = results.assign(status=results["status"].replace({"resized": "ok", "dead_lettered": "error"}))
+    run_dir = report.save_run(old, probes, env, tmp_path / "old")
+    loaded, _, _ = report.load_run(run_dir)
+    assert set(loaded["status"]) <= set(sla.STATUSES)
+    pd.testing.assert_series_equal(loaded["status"], results["status"].reset_index(drop=True), check_names=False)

@@ -27,16 +27,17 @@ def synth_results(
     rng = np.random.default_rng(seed)
     duration_ms = rng.lognormal(math.log(median_s * 1000), 0.35, n)
     duration_ms[:slow] = rng.uniform(12_000, 40_000, slow)
-    status = np.array(["ok"] * (n - lost - error - pending) + ["lost"] * lost + ["error"] * error + ["pending"] * pending)
+    status = np.array(["resized"] * (n - lost - error - pending) + ["lost"] * lost + ["dead_lettered"] * error
+                      + ["pending"] * pending)
     stages = duration_ms[:, None] * rng.dirichlet(STAGE_SHARES * 50, n)
-    stages[status != "ok", 1:] = np.nan  # unfinished images: only the upload is known
+    stages[status != "resized", 1:] = np.nan  # unfinished images: only the upload is known
     frame = pd.DataFrame(stages, columns=list(STAGES))
     dup = np.zeros(n, dtype=int)
     dup[rng.choice(n, duplicates, replace=False)] = 1
     return frame.assign(
         experiment=experiment, policy=policy, fault=fault, repetition=0, seed=seed,
         key=[f"{policy}-{fault}-{i:05d}.jpg" for i in range(n)], status=status, duplicates=dup,
-        duration_ms=np.where(status == "ok", duration_ms, np.nan),
+        duration_ms=np.where(status == "resized", duration_ms, np.nan),
         t_upload_start=1_700_000_000_000 + np.arange(n) * 200,
     )
 
@@ -176,8 +177,9 @@ def test_accounting_counts_every_image_once():
         synth_results(300, "exponential", pending=2, duplicates=7),
     ])
     table = sla.accounting(results).set_index("policy")
-    assert table.loc["none", ["uploaded", "ok", "error", "lost", "pending", "duplicates"]].tolist() == [300, 285, 3, 12, 0, 0]
-    assert table.loc["exponential", ["uploaded", "ok", "pending", "duplicates"]].tolist() == [300, 298, 2, 7]
+    columns = ["uploaded", "resized", "dead_lettered", "refused", "lost", "pending", "duplicates"]
+    assert table.loc["none", columns].tolist() == [300, 285, 3, 0, 12, 0, 0]
+    assert table.loc["exponential", ["uploaded", "resized", "pending", "duplicates"]].tolist() == [300, 298, 2, 7]
 
 
 def test_unknown_status_is_refused():
@@ -206,7 +208,7 @@ def test_ecdf_plot_draws_one_line_per_group_and_the_sla_lines():
     ax = sla.ecdf_plot(results, threshold_s=10, by="policy")
     lines = _ecdf_lines(ax)
     assert len(lines) == 3
-    assert any(line.get_label() == "fixed (n=300, lost 6, error 0)" for line in lines)
+    assert any(line.get_label() == "fixed (n=300, lost 6, dead-lettered 0)" for line in lines)
     vertical = [line for line in ax.get_lines() if np.allclose(line.get_xdata(), 10)]
     horizontal = [line for line in ax.get_lines() if np.allclose(line.get_ydata(), 0.99)]
     assert vertical and horizontal

@@ -57,5 +57,5 @@ def pd_results(durations_s: np.ndarray):
 
     from labkit.analysis.results import STAGE_COLUMNS
     n = durations_s.size
-    return pd.DataFrame({"status": ["ok"] * n, "duration_ms": durations_s * 1000, "t_upload_start": np.arange(n),
+    return pd.DataFrame({"status": ["resized"] * n, "duration_ms": durations_s * 1000, "t_upload_start": np.arange(n),
                          **{c: np.full(n, 1.0) for c in STAGE_COLUMNS}})

@@ -15,7 +15,8 @@ from labkit.analysis.results import STAGE_COLUMNS, _groups, _pct, breakdown, lat
 
 def _legend_label(name: str, rows: pd.DataFrame) -> str:
     counts = rows["status"].value_counts()
-    label = f"{name} (n={len(rows)}, lost {counts.get('lost', 0)}, error {counts.get('error', 0)}"
+    label = (f"{name} (n={len(rows)}, lost {counts.get('lost', 0)}, "
+             f"dead-lettered {counts.get('dead_lettered', 0)}")
     pending = counts.get("pending", 0)
     return label + (f", pending {pending})" if pending else ")")
 

@@ -23,8 +23,10 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from matplotlib.figure import Figure
 
 from labkit.analysis import sla
+from labkit.analysis.results import with_current_statuses
 from labkit.core.runs import public_env, save_tables
 from labkit.errors import LabConfigError
+from labkit.pipeline.fate import Fate
 from labkit.pipeline.metrics import STAGES
 from labkit.stack.config import LabConfig, load_config
 from labkit.stack.secrets import SECRETS_FILE, load_or_create
@@ -66,7 +68,7 @@ def load_run(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         )
     try:
         # Only empty cells are missing: a fault called "None" or "NA" stays a string.
-        results = pd.read_csv(run_dir / "results.csv", keep_default_na=False, na_values=[""])
+        results = with_current_statuses(pd.read_csv(run_dir / "results.csv", keep_default_na=False, na_values=[""]))
         probes = pd.read_csv(run_dir / "probes.csv", keep_default_na=False, na_values=[""])
         env = json.loads((run_dir / "env.json").read_text())
     except (ValueError, OSError) as e:
@@ -128,7 +130,7 @@ def _ecdf_figure(results: pd.DataFrame, threshold_s: float) -> Figure:
 
 def _tail_floor(rows: pd.DataFrame) -> float:
     """Bottom of the tail zoom: 0.95, lowered (to 0.80 at most) so every policy's plateau shows."""
-    finished_share = rows.groupby("policy")["status"].agg(lambda s: (s == "ok").mean()).min()
+    finished_share = rows.groupby("policy")["status"].agg(lambda s: (s == Fate.RESIZED).mean()).min()
     return max(0.80, min(0.95, math.floor(finished_share * 100) / 100 - 0.01))
 
 

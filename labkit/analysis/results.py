@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 
 from labkit.errors import LabConfigError
+from labkit.pipeline.fate import LEGACY_STATUSES, RESULT_FATES, Fate
 from labkit.pipeline.metrics import STAGES
 
-STATUSES = ("ok", "error", "lost", "pending")
+# The results' ``status`` is an image's fate (labkit.pipeline.fate), one word per image.
+STATUSES = tuple(fate.value for fate in RESULT_FATES)
 
 
 STAGE_COLUMNS = tuple(STAGES)
@@ -39,7 +41,7 @@ def latencies_s(results: pd.DataFrame) -> np.ndarray:
     if unknown:
         raise LabConfigError(f"Unknown status(es) {sorted(map(str, unknown))}; the contract allows {STATUSES}.")
     duration_s = pd.to_numeric(results["duration_ms"], errors="coerce").to_numpy(dtype=float) / 1000.0
-    finished = (results["status"] == "ok").to_numpy() & np.isfinite(duration_s)
+    finished = (results["status"] == Fate.RESIZED).to_numpy() & np.isfinite(duration_s)
     return np.where(finished, duration_s, np.inf)
 
 
@@ -87,8 +89,8 @@ def accounting(results: pd.DataFrame) -> pd.DataFrame:
     """Where the images went, per experiment/policy/fault.
 
     Returns:
-        One row per group: ``uploaded``, ``ok``, ``error`` (dead-lettered), ``lost``,
-        ``pending`` and ``duplicates`` (extra deliveries, summed).
+        One row per group: ``uploaded``, then one count per fate (``resized``, ``dead_lettered``,
+        ``refused``, ``pending``, ``lost``), and ``duplicates`` (extra deliveries, summed).
     """
     _require(results, *GROUP_COLUMNS, "status", "duplicates")
     latencies_s(results)  # validates the statuses
@@ -98,3 +100,10 @@ def accounting(results: pd.DataFrame) -> pd.DataFrame:
     table = grouped[list(STATUSES) + ["duplicates"]].sum()
     table.insert(0, "uploaded", grouped.size())
     return table.reset_index()
+
+
+def with_current_statuses(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with the words older runs used (``ok``, ``error``) replaced by the fates'."""
+    if "status" not in results.columns or not results["status"].isin(list(LEGACY_STATUSES)).any():
+        return results
+    return results.assign(status=results["status"].replace(LEGACY_STATUSES))

@@ -36,9 +36,8 @@ Example:
 
 from __future__ import annotations
 
-import json
+import io
 import math
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,16 +47,19 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from labkit.analysis import report
+from labkit.analysis.results import STATUSES
+from labkit.core.files import atomic_write
+from labkit.core.runs import new_run_dir, run_id, save_tables
 from labkit.errors import LabConfigError
 from labkit.experiments.faults import HOPS, STACK, Fault, as_spec, describe, kind_of
 from labkit.experiments.run import (
     ExperimentSpec,
     UntilRecovered,
-    environment,
     load_spec,
     run_experiment,
 )
+from labkit.experiments.runs import lab_metadata
+from labkit.pipeline.fate import Fate
 from labkit.stack.lab import Lab
 from labkit.stack.services import CRASH_TESTED
 
@@ -65,7 +67,7 @@ from labkit.stack.services import CRASH_TESTED
 # one: it is the fault tool itself, and killing it is a blackhole on every hop.
 PROCESS_TARGETS = CRASH_TESTED
 RESTART_CASE = "restart-stack"
-SUMMARY_COLUMNS = ("case", "fault", "kind", "target", "uploaded", "ok", "error", "lost", "pending", "duplicates",
+SUMMARY_COLUMNS = ("case", "fault", "kind", "target", "uploaded", *STATUSES, "duplicates",
                    "reconciled", "recovered", "recovery_s", "waited_s", "backlog_s", "fault_s", "passed")
 # How long a down-and-up of the whole stack is planned to take (the load's image cap allows for it).
 RESTART_ALLOWANCE_S = 10.0
@@ -197,7 +199,7 @@ def run_fault_matrix(lab: Lab, scale: str | MatrixScale, out_dir: str | Path, *,
     name, scale = _scale(scale)
     chosen = cases(scale, only)
     started = datetime.now(UTC)
-    run_dir = Path(out_dir) / f"fault-matrix-{name}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}"
+    run_dir = new_run_dir(out_dir, f"fault-matrix-{name}-{run_id(started)}")
     rows, frames = [], []
     for i, case in enumerate(chosen):
         results, windows, recovery = _run_case(lab, case, scale, seed + i, run_dir / "parts", progress)
@@ -208,12 +210,9 @@ def run_fault_matrix(lab: Lab, scale: str | MatrixScale, out_dir: str | Path, *,
             on_case(case, row)
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     results = pd.concat(frames, ignore_index=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary.to_csv(run_dir / "summary.csv", index=False)
-    results.to_csv(run_dir / "results.csv", index=False)
-    env = environment(lab, case_spec(chosen[0], scale, seed), started, datetime.now(UTC), [])
-    env["parameters"] = {"scale": name, **scale.__dict__, "cases": [c.name for c in chosen]}
-    (run_dir / "env.json").write_text(json.dumps(report.public_env(env), indent=2, default=str) + "\n")
+    env = lab_metadata(lab, started, datetime.now(UTC), seed=seed, labels={"experiment": "fault-matrix"},
+                       parameters={"scale": name, **scale.__dict__, "cases": [c.name for c in chosen]})
+    save_tables(run_dir, {"summary": summary, "results": results}, env)
     plot = recovery_plot(summary, run_dir / "recovery.png")
     return MatrixRun(name, run_dir, summary, results, plot)
 
@@ -239,12 +238,12 @@ def summarize(case: Case, results: pd.DataFrame, windows: Sequence[dict], recove
     ends = [w["end_ms"] for w in windows if w.get("end_ms") is not None]
     starts = [w["start_ms"] for w in windows if w.get("start_ms") is not None]
     fault_end = max(ends) if ends else np.nan
-    ok = results[results["status"] == "ok"]
+    ok = results[results["status"] == Fate.RESIZED]
     after = ok[ok["t_upload_start"] >= fault_end]
     before = ok[(ok["t_upload_start"] < fault_end) & ~ok["reconciled"].astype(bool)]
     lost, pending, recovered = int(counts.get("lost", 0)), int(counts.get("pending", 0)), bool(recovery["recovered"])
     return {"case": case.name, "fault": case.description, "kind": case.kind, "target": case.target, "uploaded": len(results),
-            "ok": int(counts.get("ok", 0)), "error": int(counts.get("error", 0)), "lost": lost, "pending": pending,
+            **{status: int(counts.get(status, 0)) for status in STATUSES},
             "duplicates": int(results["duplicates"].fillna(0).sum()), "reconciled": int(results["reconciled"].sum()),
             "recovered": recovered, "waited_s": recovery["waited_s"],
             "recovery_s": _seconds(after["t_done"].min() - fault_end) if len(after) else np.nan,
@@ -281,14 +280,15 @@ def recovery_plot(summary: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Fault matrix: time to recover, per case (nothing lost, all recovered unless marked)")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    return atomic_write(path, png.getvalue(), mode=0o644)
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table, for ``docs/reliability.md``."""
-    columns = {"case": "case", "fault": "fault", "uploaded": "uploaded", "ok": "resized", "error": "dead-lettered",
+    columns = {"case": "case", "fault": "fault", "uploaded": "uploaded", "resized": "resized",
+               "dead_lettered": "dead-lettered", "refused": "refused",
                "lost": "lost", "duplicates": "duplicates", "reconciled": "reconciled", "recovery_s": "recovery (s)",
                "backlog_s": "backlog (s)"}
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]

@@ -38,10 +38,6 @@ RESULT_COLUMNS = ("experiment", "policy", "fault", "repetition", "seed", "key", 
                   "duration_from_sched_ms")
 # The group columns come from the experiment (see :func:`settle`); classify fills the rest.
 _CLASSIFIED = list(RESULT_COLUMNS[5:])
-# An image's fate as the results table's ``status`` says it (the contract of
-# ``labkit.analysis.sla.STATUSES``): a dead-lettered image and a refused upload are both ``error``.
-STATUS: dict[Fate, str] = {Fate.RESIZED: "ok", Fate.DEAD_LETTERED: "error", Fate.REFUSED: "error",
-                           Fate.PENDING: "pending", Fate.LOST: "lost"}
 
 
 # ---------------------------------------------------------------- draining
@@ -119,10 +115,13 @@ def classify(load: pd.DataFrame, metrics: pd.DataFrame, moving: bool,
              reconciled: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per upload of the load table, with the image's fate as its ``status``:
 
-    - ``ok``: a metrics line of outcome ok (``duplicates`` counts extra ok lines);
-    - ``error``: dead-lettered (``reason`` is its error code), or its upload was refused;
+    - ``resized``: a metrics line of outcome ok (``duplicates`` counts extra ok lines);
+    - ``dead_lettered``: the flow gave up on it (``reason`` is its error code);
+    - ``refused``: its upload was refused, so the client knows (``reason`` says how);
     - ``lost``: no output and no dead-letter record once the pipeline went quiet;
     - ``pending``: still unfinished at the drain's deadline while the pipeline was moving.
+
+    (The words are :class:`labkit.pipeline.fate.Fate`'s, like reconcile's and audit's.)
     """
     republished = set() if reconciled is None else set(reconciled.loc[reconciled["action"] == "republished", "key"])
     by_key = {key: rows for key, rows in metrics.groupby("key")} if len(metrics) else {}
@@ -154,7 +153,7 @@ def _fate(upload: Any, lines: pd.DataFrame | None, moving: bool) -> dict:
     else:
         fate = Fate.PENDING if moving else Fate.LOST
         row["reason"] = "still in flight at the cut-off" if moving else "no output and no dead-letter record"
-    return row | {"status": STATUS[fate]}
+    return row | {"status": fate.value}
 
 
 def _upload_row(upload: Any) -> dict:

@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from labkit.errors import LabConfigError
-from labkit.experiments.faults import Fault, label, validate
+from labkit.experiments.faults import Fault, families, label, validate
 from labkit.pipeline.retry import RetryHops, preset
 from labkit.stack.services import SERVICE_NAMES
 from labkit.stack.versions import STACK_DIR
@@ -77,7 +77,7 @@ class FaultSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: str = Field(description="stop, kill, pause (a service) or latency, timeout, reset_peer, bandwidth (a hop)")
+    kind: str = Field(description="; ".join(f"{', '.join(names)} ({family})" for family, names in families().items()))
     target: str = Field(description=f"a service ({', '.join(SERVICE_NAMES)}) or a hop")
     at_s: float = Field(0.0, ge=0, le=3600, description="seconds after the load starts: [0, 3600]")
     duration_s: float = Field(5.0, gt=0, le=3600, description="how long the fault lasts: (0, 3600] s")

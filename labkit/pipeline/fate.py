@@ -51,5 +51,9 @@ class Fate(StrEnum):
         return self in (Fate.RESIZED, Fate.UNRECORDED)
 
 
+# The fates an experiment's results table says (its ``status`` column), in this order.
+RESULT_FATES = (Fate.RESIZED, Fate.DEAD_LETTERED, Fate.REFUSED, Fate.PENDING, Fate.LOST)
+# Words older run directories used for two of them.
+LEGACY_STATUSES = {"ok": Fate.RESIZED.value, "error": Fate.DEAD_LETTERED.value}
 # The fates an audit counts; an unrecorded image is resized (its measurement is what is missing).
 AUDITED = (Fate.RESIZED, Fate.DEAD_LETTERED, Fate.PENDING, Fate.LOST)
