@@ -8,7 +8,8 @@
  * without a running stack (stack/nodered/test/).
  *
  * One file per stage: upload, events, invoke, webhook (and the join), record; retry is the
- * retry subflow's decision; shared holds the helpers every stage uses.
+ * retry subflow's decision; trace gives each upload's event its own trace id; shared holds the
+ * helpers every stage uses.
  */
 'use strict';
 
@@ -17,6 +18,7 @@ module.exports = Object.assign({},
     require('./retry'),
     require('./upload'),
     require('./events'),
+    require('./trace'),
     require('./invoke'),
     require('./webhook'),
     require('./record'));
