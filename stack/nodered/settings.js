@@ -173,6 +173,14 @@ function readRawBody(req, res, next) {
     });
 }
 
+// TLS (natively): the store's webhook comes in on a TLS listener of its own, with the lab's
+// certificate (tls-listener.js: LABKIT_NODERED_TLS_PORT, LABKIT_NODERED_PORT, LABKIT_TLS_CERT,
+// LABKIT_TLS_KEY); Node-RED's own https requests (the store, the FaaS runner) trust the lab's
+// CA through NODE_EXTRA_CA_CERTS. Compose leaves them empty: its hops stay plain.
+if (process.env.LABKIT_NODERED_TLS_PORT) {
+    require('./tls-listener').fromEnvironment(process.env);
+}
+
 module.exports = {
     // ---------------------------------------------------------------- server
     uiHost: process.env.LABKIT_NODERED_HOST || '127.0.0.1',
