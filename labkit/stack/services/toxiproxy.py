@@ -41,11 +41,13 @@ class Toxiproxy(Service):
         return f"http://{self.host}:{self.ports['toxiproxy']}"
 
     def on_ready(self) -> None:
-        """Create one proxy per hop, before the services that connect through them start."""
+        """Create one proxy per hop, before the services that connect through them start; a proxy
+        someone repointed is put back (the hops that carry credentials are TLS, so a repointed
+        one yields nothing reusable, docs/security.md)."""
         client = ToxiproxyClient(self.endpoint())
         for h in declared_hops():
             client.ensure_proxy(h.name, f"{self.host}:{self.config.port(h.listen)}",
-                                f"{self.host}:{self.config.port(h.upstream)}")
+                                f"{self.host}:{self.config.port(h.upstream_for(self.config))}")
 
 
 class ToxiproxyClient:
