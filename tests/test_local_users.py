@@ -212,3 +212,21 @@ def test_the_plain_hop_carries_no_credential(pipe: Lab, name: str) -> None:
 
 def test_the_pipeline_runs_end_to_end_once_the_hops_are_back(pipe: Lab) -> None:
     assert verify(pipe)["duration_ms"] > 0
+
+
+def test_labkit_up_removes_a_proxy_that_exposes_a_port_beyond_loopback(pipe: Lab) -> None:
+    """A local user can still create a proxy on 0.0.0.0 (the API has no authentication); the lab
+    never does, and ``labkit up`` removes one (docs/security.md: what stays open)."""
+    api, nodered = pipe.endpoints["toxiproxy"], pipe.ctx.config.port("nodered")
+    with socket.socket() as probe:  # a free port, for the exposing proxy
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    created = httpx.post(f"{api}/proxies", json={"name": f"expose-{RUN}", "listen": f"0.0.0.0:{port}",
+                                                  "upstream": f"127.0.0.1:{nodered}", "enabled": True}, timeout=5)
+    assert created.status_code == 201, created.text
+    try:
+        assert pipe.toxiproxy().beyond_loopback() == [f"expose-{RUN}"]
+        pipe.backend.service("toxiproxy").on_ready()  # what `labkit up` does for a running Toxiproxy
+        assert pipe.toxiproxy().beyond_loopback() == [] and f"expose-{RUN}" not in pipe.toxiproxy().proxies()
+    finally:
+        httpx.delete(f"{api}/proxies/expose-{RUN}", timeout=5)
