@@ -40,12 +40,7 @@ def hop_address(config: LabConfig, name: str) -> str:
 
 
 def hop_url(config: LabConfig, name: str) -> str:
-    """The URL of hop ``name``'s proxy: ``https`` when the hop is TLS in this lab.
-
-    Raises:
-        LabConfigError: there is no such hop.
-    """
-    return declarations.hop_url(config, hop(name))
+    return f"http://{hop_address(config, name)}"
 
 
 __all__ = ["HOPS", "HOP_NAMES", "Hop", "hop", "hop_address", "hop_url"]
