@@ -127,7 +127,8 @@ def test_bandwidth_limits_a_download(lab, faults):
     rate_kbps = round(size * 8 / 1000 / 1.0)  # about one second for the whole file
     faults.inject(Fault("bandwidth", BIG_HOP, params={"rate_kbps": rate_kbps}))
     limited = through(lab, BIG_HOP, BIG_PATH, timeout_s=10)
-    assert before < 0.5 and 0.7 <= limited <= 3.0, (size, before, limited)
+    # about a second at the limited rate, whatever the machine's own pace (``before``)
+    assert 0.7 <= limited <= 3.0 + before and limited >= before + 0.5, (size, before, limited)
 
 
 def test_limit_data_cuts_a_long_answer_and_lets_a_short_one_through(lab, faults):

@@ -358,9 +358,12 @@ def test_global_worker_cap_queues_the_excess(runner: Any, ow: OpenWhiskClient) -
     name = unique("cap")
     ow.put_action(name, SLEEPER, limits={"concurrency": 6})
     records = invoke_in_parallel(runner.base_url, runner.auth, name, [{"seconds": 0.8}] * 6)
-    waits = sorted(notes(r)["waitTime"] for r in records)
     assert all(r["response"]["success"] for r in records)
-    assert waits[3] < 600 <= waits[4], waits
+    # The two that found no free worker ran only once another call had ended (arrival order on a
+    # busy machine varies, so judge by when each ran, not by how long each waited).
+    by_start = sorted(records, key=lambda r: r["start"])
+    first_end = min(r["end"] for r in by_start[:4])
+    assert all(r["start"] >= first_end - 5 for r in by_start[4:]), [(r["start"], r["end"]) for r in by_start]
     assert len({r["response"]["result"]["pid"] for r in records}) == 4  # freed workers were reused
 
 
