@@ -217,13 +217,14 @@ def notebooks(names: tuple[str, ...], out_dir: str) -> None:
         click.echo(f"executed: {path}")
 
 
-@main.command(help="Account for every object in bucket dit247: resized, dead-lettered (with the reason), "
-                   "pending (younger than --grace-s) or LOST. Exits 1 when something is lost.")
+@main.command(help="Account for every object in bucket dit247, by its current version: resized, stale (its output "
+                   "is of an older version), dead-lettered (with the reason), pending (younger than --grace-s) or "
+                   "LOST. Exits 1 when something is lost or stale; reconcile cures both.")
 @click.option("--prefix", default="", help="Only keys starting with this (a run prefix).")
 @click.option("--grace-s", type=float, default=None, help="Younger objects count as pending [default: 60].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
-    from labkit.pipeline.audit import CURE, DEFAULT_GRACE_S, lost_message
+    from labkit.pipeline.audit import CURE, DEFAULT_GRACE_S, failure_message
     from labkit.pipeline.audit import audit as run_audit
     from labkit.stack.lab import Lab
 
@@ -236,13 +237,16 @@ def audit(prefix: str, grace_s: float | None, as_json: bool) -> None:
             table.add_row(state, str(n))
         table.add_row("duplicates", str(len(report.duplicates)))
         table.add_row("resized, no metrics line", str(len(report.unrecorded)))
+        table.add_row("superseded versions", str(sum(report.superseded.values())))
         Console().print(table)
         for key in report.lost:
             click.echo(f"lost: {key}")
+        for key in report.stale:
+            click.echo(f"stale: {key}")
         for key in report.unrecorded:
             click.echo(f"unrecorded: {key} (re-record: {CURE})")
     if not report.ok:
-        click.echo(f"error: {lost_message(report)}", err=True)
+        click.echo(f"error: {failure_message(report)}", err=True)
         sys.exit(EXIT_SERVICE)
 
 

@@ -36,9 +36,11 @@ def labkit_audit(lab: Lab, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120, check=False)
 
 
-def test_duplicates_are_keys_with_more_than_one_ok_line() -> None:
+def test_duplicates_are_keys_with_more_than_one_ok_line_of_one_version() -> None:
     lines = [{"key": "a", "outcome": "ok"}, {"key": "a", "outcome": "ok"}, {"key": "b", "outcome": "ok"},
-             {"key": "c", "outcome": "error"}, {"key": "c", "outcome": "error"}]
+             {"key": "c", "outcome": "error"}, {"key": "c", "outcome": "error"},
+             {"key": "d", "outcome": "ok", "trace_id": "t1", "source_etag": "e1"},
+             {"key": "d", "outcome": "ok", "trace_id": "t2", "source_etag": "e2"}]  # uploaded again: no duplicate
     assert _duplicates(lines) == {"a": 2}
 
 
@@ -53,7 +55,7 @@ def test_audit_accounts_for_every_object_and_finds_the_lost_one(pipe: Lab) -> No
     upload.wait_for(pipe, [*sent["key"], corrupt], timeout_s=60)
 
     report = audit(pipe, prefix=prefix, grace_s=0)
-    assert report.counts == {"resized": 3, "dead_lettered": 1, "pending": 0, "lost": 0}
+    assert report.counts == {"resized": 3, "stale": 0, "dead_lettered": 1, "pending": 0, "lost": 0}
     assert report.reasons == {corrupt: "truncated"}
     assert report.lost == [] and report.duplicates == {} and report.ok
     assert set(report.table["key"]) == {*sent["key"], corrupt}
@@ -79,7 +81,7 @@ def test_audit_accounts_for_every_object_and_finds_the_lost_one(pipe: Lab) -> No
     assert audit(pipe, prefix=prefix, grace_s=600).counts["pending"] == 1  # within the grace: not judged yet
     report = audit(pipe, prefix=prefix, grace_s=2)
     assert report.lost == [lost] and not report.ok
-    assert report.counts == {"resized": 3, "dead_lettered": 1, "pending": 0, "lost": 1}
+    assert report.counts == {"resized": 3, "stale": 0, "dead_lettered": 1, "pending": 0, "lost": 1}
 
     result = labkit_audit(pipe, "--prefix", prefix, "--grace-s", "2", "--json")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -91,4 +93,5 @@ def test_audit_accounts_for_every_object_and_finds_the_lost_one(pipe: Lab) -> No
     # The cure the message names works: republish, and the lost object comes through.
     reconcile(pipe, prefix=prefix, grace_s=2)
     assert upload.wait_for(pipe, [lost], timeout_s=60)["outcome"].tolist() == ["ok"]
-    assert audit(pipe, prefix=prefix, grace_s=2).counts == {"resized": 4, "dead_lettered": 1, "pending": 0, "lost": 0}
+    assert audit(pipe, prefix=prefix, grace_s=2).counts == {"resized": 4, "stale": 0, "dead_lettered": 1, "pending": 0,
+                                                            "lost": 0}

@@ -24,14 +24,16 @@ from labkit.pipeline.bad_inputs import BAD_INPUT_EXPECTED, bad_input_corpus
 from labkit.pipeline.images import PoolImage, generate_pool
 from labkit.pipeline.reconcile import DLQ_TOPIC
 from labkit.stack.lab import Lab
+from labkit.stack.services.nodered import MAX_BODY_BYTES
 from tests.support import end_offsets, read_from, read_output
 
 pytestmark = pytest.mark.stack
 
 MAX_EDGE = 640
 CLEAR_ERROR = "clear-error"  # an error with one of CLEAR_CODES, whichever fits
-FIFTY_MB = 50 * 1024 * 1024  # under Node-RED's 64 MiB body limit and the action's 60 MiB max_bytes
+FIFTY_MB = 50 * 1024 * 1024  # under Node-RED's body limit (MAX_BODY_BYTES) and the action's 60 MiB max_bytes
 EITHER = "ok-or-clear-error"  # the contract when the right answer is not fixed: never silent, never a crash
+REFUSED = "refused"  # a key the store would rewrite or hide: 400 at the door, nothing stored
 CLEAR_CODES = {"not_an_image", "truncated", "corrupt", "unsupported", "decompression_bomb"}
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "heic": "image/heic"}
 
@@ -67,7 +69,12 @@ def cases() -> tuple[list[PoolImage], dict[str, str]]:
     add("ctype/jpeg-as-text.jpg", good[3].data, "text/plain", "ok")
     add("ctype/jpeg-as-json.jpg", good[3].data, "application/json", "ok")
     add("ctype/jpeg-as-form.jpg", good[3].data, "application/x-www-form-urlencoded", "ok")
+    assert FIFTY_MB < MAX_BODY_BYTES
     add("big/fifty-mb.jpg", good[3].data[:4] + bytes(FIFTY_MB), "image/jpeg", CLEAR_ERROR)  # a JPEG header, then zeros
+    # keys the store would keep under another key, or hide from listings (tests/test_upload_path.py has many more)
+    for key in ["hostile/./dot.jpg", "hostile//twice.jpg", "hostile/../up.jpg", "hostile/tab\tkey.jpg",
+                "hostile/.sgwtmp/hidden.jpg", "hostile/" + "x" * 256 + ".jpg"]:
+        add(key, good[3].data, good[3].content_type, REFUSED)
     return batch, expect
 
 
@@ -110,6 +117,9 @@ def test_every_case_gets_a_clear_error_or_a_correct_output(run: dict, pipe: Lab)
     sent = run["sent"].set_index("key")
     for key, want in run["expect"].items():
         status = sent.loc[[key], "status"].tolist()
+        if want == REFUSED:
+            assert status == [400] and "query parameter 'key'" in sent.loc[key, "error"], (key, status)
+            continue
         if want == EITHER and status != [200]:
             assert all(400 <= s < 500 for s in status) and sent.loc[[key], "error"].notna().all(), key
             continue  # refused at the door, with a reason: a clear error too
@@ -135,7 +145,7 @@ def test_the_key_uploaded_twice_comes_out_as_one_of_the_two(run: dict, pipe: Lab
 
 
 def test_every_error_is_recorded_in_metrics_and_on_the_dlq(run: dict, pipe: Lab) -> None:
-    errors = {k: v for k, v in run["expect"].items() if v not in ("ok", EITHER, CLEAR_ERROR)}
+    errors = {k: v for k, v in run["expect"].items() if v not in ("ok", EITHER, CLEAR_ERROR, REFUSED)}
     errors |= {k: run["rows"].loc[k, "code"] for k, v in run["expect"].items()
                if v in (EITHER, CLEAR_ERROR) and k in run["rows"].index and run["rows"].loc[k, "outcome"] == "error"}
     deadline = time.monotonic() + 15

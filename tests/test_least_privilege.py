@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Callable, Iterator
-from urllib.parse import urlparse
 
 import pytest
 from minio import Minio
@@ -34,13 +33,11 @@ PAYLOAD = b"least-privilege probe"
 def action_s3(lab: Lab, gateway: str) -> Minio:
     """A client with the action's credentials, the ones deploy_action binds."""
     s = lab.ctx.secrets
-    url = urlparse(lab.endpoints[gateway])
-    return Minio(url.netloc, access_key=s.action_access_key.get_secret_value(),
-                 secret_key=s.action_secret_key.get_secret_value(), secure=False, region=REGION)
+    return lab.s3(gateway, (s.action_access_key.get_secret_value(), s.action_secret_key.get_secret_value()), REGION)
 
 
 def admin_as(lab: Lab, access: str, secret: str) -> StoreAdmin:
-    return StoreAdmin(lab.endpoints["storage"], access, secret)
+    return StoreAdmin(lab.endpoints["storage"], access, secret, verify=lab.verify)
 
 
 def root_admin(lab: Lab) -> StoreAdmin:

@@ -124,11 +124,12 @@ def test_07_sla_report_writes_the_report_without_secrets(lab, out_dir, tmp_path)
 def test_05_failure_injection_measures_a_latency_fault_and_cleans_up(lab, out_dir):
     results, notebook = run_notebook("05_failure_injection", lab, out_dir, seed=7, n_images=8, fault_s=1.5)
     assert results["baseline_ok"] == results["faulted_ok"] == 8
-    # the invoke stage grows by the latency; end to end, the median grows by about as much
+    # the invoke stage grows by the latency, twice for an invoke on a new connection (the hop is
+    # TLS: the handshake's first message pays it too); end to end, the median grows by as much
     added_invoke_ms = results["faulted_invoke_median_ms"] - results["baseline_invoke_median_ms"]
-    assert added_invoke_ms == pytest.approx(1500, abs=300)
+    assert 1500 - 300 <= added_invoke_ms <= 2 * 1500 + 300, results
     added_s = results["faulted_median_s"] - results["baseline_median_s"]
-    assert 0.75 * 1.5 <= added_s <= 1.5 + 1.0, results
+    assert 0.75 * 1.5 <= added_s <= 2 * 1.5 + 1.0, results
     assert results["active_faults_at_end"] == 0 and results["toxics_at_end"] == 0
     assert_no_secrets(lab, notebook)
 

@@ -20,7 +20,7 @@ from labkit.core.runs import new_run_dir, run_id, run_metadata, save_tables, wri
 from labkit.errors import LabConfigError
 from labkit.experiments import bench
 from labkit.experiments.settle import RESULT_COLUMNS, classify
-from labkit.pipeline.fate import Fate
+from labkit.pipeline.fate import KEY_STATES, Fate
 
 STARTED = datetime(2025, 3, 1, 12, 0, 5, tzinfo=UTC)
 
@@ -72,8 +72,8 @@ def test_strict_json_refuses_nan_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_the_results_speak_the_fates_words() -> None:
-    assert set(sla.STATUSES) == {fate.value for fate in Fate} - {Fate.UNRECORDED.value}
-    # (a results row always has its metrics line or none: an unrecorded image is not one of its fates)
+    assert set(sla.STATUSES) == {fate.value for fate in Fate} - {fate.value for fate in KEY_STATES}
+    # (a results row is one upload: unrecorded and stale are states of a key in the store, never of one upload)
 
 
 def test_classify_writes_the_statuses_of_the_results_contract() -> None:

@@ -172,9 +172,9 @@ def test_the_derived_tables_are_the_ones_the_lab_had() -> None:
     assert SERVICE_NAMES == ("mail", "toxiproxy", "kafka", "faas", "nodered", "storage", "storage-out")
     assert dict(DEFAULT_PORTS) == {
         "storage": 7070, "storage-out": 7071, "kafka": 9092, "kafka-controller": 9093, "faas": 3233,
-        "nodered": 1880, "mail-smtp": 1025, "mail-http": 8025, "toxiproxy": 8474, "kafka-proxied": 9094,
-        "hop-client-store": 8481, "hop-store-kafka": 8482, "hop-nodered-faas": 8483, "hop-action-store": 8484,
-        "hop-store-webhook": 8485}
+        "nodered": 1880, "nodered-tls": 1881, "mail-smtp": 1025, "mail-http": 8025, "toxiproxy": 8474,
+        "kafka-proxied": 9094, "hop-client-store": 8481, "hop-store-kafka": 8482, "hop-nodered-faas": 8483,
+        "hop-action-store": 8484, "hop-store-webhook": 8485}
     assert dict(REMOTE_FIELDS) == {
         "storage": "remote_s3_url", "storage-out": "remote_s3_out_url", "kafka": "remote_kafka_bootstrap",
         "faas": "remote_faas_url", "nodered": "remote_nodered_url", "mail": "remote_mail_url"}

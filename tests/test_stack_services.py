@@ -12,6 +12,7 @@ import smtplib
 import time
 import uuid
 from email.message import EmailMessage
+from urllib.parse import urlsplit
 
 import httpx
 from kafka import KafkaConsumer, KafkaProducer
@@ -135,15 +136,15 @@ def test_mail_sent_over_smtp_is_readable_through_api(lab):
 
 def test_toxiproxy_latency_toxic_adds_measured_latency(lab):
     toxi = lab.toxiproxy()
-    upstream = lab.endpoints["storage"].removeprefix("http://")
+    storage = urlsplit(lab.endpoints["storage"])  # https natively: the store speaks TLS
     listen_port = lab.ctx.config.port("toxiproxy") + 100
-    toxi.ensure_proxy("probe-storage", f"127.0.0.1:{listen_port}", upstream)
-    url = f"http://127.0.0.1:{listen_port}/health"
+    toxi.ensure_proxy("probe-storage", f"127.0.0.1:{listen_port}", storage.netloc)
+    url = f"{storage.scheme}://127.0.0.1:{listen_port}/health"
 
     def median_ms() -> float:
         samples = []
         for _ in range(7):
-            with httpx.Client() as client:  # a new connection each time, through the proxy
+            with httpx.Client(verify=lab.verify) as client:  # a new connection each time, through the proxy
                 t0 = time.perf_counter()
                 client.get(url).raise_for_status()
                 samples.append((time.perf_counter() - t0) * 1000)

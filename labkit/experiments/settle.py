@@ -23,7 +23,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from labkit.experiments.spec import ExperimentSpec
 from labkit.pipeline.deploy import CONSUMER_GROUP, OUTPUT_BUCKET
-from labkit.pipeline.fate import Fate
+from labkit.pipeline.fate import Fate, Outcome
 from labkit.pipeline.kafka import total_lag
 from labkit.pipeline.metrics import STAGES, lab_metrics
 from labkit.pipeline.reconcile import RECORD_GRACE_S, output_key, reconcile
@@ -115,33 +115,58 @@ def classify(load: pd.DataFrame, metrics: pd.DataFrame, moving: bool,
              reconciled: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per upload of the load table, with the image's fate as its ``status``:
 
-    - ``resized``: a metrics line of outcome ok (``duplicates`` counts extra ok lines);
+    - ``resized``: a metrics line of outcome ok (``duplicates`` counts extra ok lines of its version);
+    - ``superseded``: a newer upload of its key replaced it before it was resized (``reason`` says
+      where the action found out);
     - ``dead_lettered``: the flow gave up on it (``reason`` is its error code);
     - ``refused``: its upload was refused, so the client knows (``reason`` says how);
     - ``lost``: no output and no dead-letter record once the pipeline went quiet;
     - ``pending``: still unfinished at the drain's deadline while the pipeline was moving.
 
-    (The words are :class:`labkit.pipeline.fate.Fate`'s, like reconcile's and audit's.)
+    An upload's lines are those of its key with its trace id (or with none); when none of the
+    key's lines has its trace id, all of them (the flow could not tell two uploads of the same
+    bytes apart). (The words are :class:`labkit.pipeline.fate.Fate`'s, like reconcile's and audit's.)
     """
     republished = set() if reconciled is None else set(reconciled.loc[reconciled["action"] == "republished", "key"])
     by_key = {key: rows for key, rows in metrics.groupby("key")} if len(metrics) else {}
-    rows = [_fate(upload, by_key.get(upload.key), moving) | {"reconciled": upload.key in republished}
-            for upload in load.itertuples()]
+    rows = [_fate(upload, _own_lines(by_key.get(upload.key), upload), moving)
+            | {"reconciled": upload.key in republished} for upload in load.itertuples()]
     return pd.DataFrame(rows, columns=_CLASSIFIED)
+
+
+def _own_lines(lines: pd.DataFrame | None, upload: Any) -> pd.DataFrame | None:
+    """The lines of ``upload``'s key that are about this upload: its trace id's, and those without one."""
+    trace_id = getattr(upload, "trace_id", None)
+    if lines is None or "trace_id" not in lines or not isinstance(trace_id, str):
+        return lines
+    mine = lines["trace_id"] == trace_id
+    return lines[mine | lines["trace_id"].isna()] if mine.any() else lines
+
+
+def _versions(lines: pd.DataFrame) -> int:
+    """How many versions (trace id and ETag) ``lines`` are about; lines that name none are one."""
+    columns = [c for c in ("trace_id", "source_etag") if c in lines]
+    return len(lines[columns].fillna("").drop_duplicates()) if columns else min(1, len(lines))
 
 
 def _fate(upload: Any, lines: pd.DataFrame | None, moving: bool) -> dict:
     """One upload's row: what the load saw, then what its metrics lines (if any) say."""
     row = _upload_row(upload)
     ok = lines[lines["outcome"] == "ok"].sort_values("t_done") if lines is not None else None
-    failed = lines[lines["outcome"] != "ok"] if lines is not None else None
+    superseded = lines[lines["outcome"] == Outcome.SUPERSEDED] if lines is not None else None
+    failed = lines[~lines["outcome"].isin([Outcome.OK, Outcome.SUPERSEDED])] if lines is not None else None
     if ok is not None and len(ok):
         line, fate = ok.iloc[0], Fate.RESIZED  # the first delivery; the others are duplicates
         row.update({stage: line[stage] for stage in STAGES})
-        row.update(reason=None, duplicates=len(ok) - 1, duration_ms=line["duration_ms"], t_webhook=line["t_webhook"],
+        row.update(reason=None, duplicates=len(ok) - _versions(ok), duration_ms=line["duration_ms"],
+                   t_webhook=line["t_webhook"],
                    t_done=line["t_done"], attempts=line["attempts"],
                    t_upload_start=_first(line["t_upload_start"], row["t_upload_start"]),
                    duration_from_sched_ms=line["t_done"] - upload.t_sched_ms)
+    elif superseded is not None and len(superseded):
+        line, fate = superseded.iloc[-1], Fate.SUPERSEDED
+        row.update({stage: line[stage] for stage in STAGES})
+        row.update(reason=f"superseded at {line.get('found_at')}", attempts=line["attempts"])
     elif failed is not None and len(failed):
         line, fate = failed.iloc[-1], Fate.DEAD_LETTERED
         row.update({stage: line[stage] for stage in STAGES})

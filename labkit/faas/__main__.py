@@ -1,7 +1,9 @@
 """``python -m labkit.faas``: run the OpenWhisk-compatible FaaS runner.
 
 The auth key is read from ``LABKIT_FAAS_AUTH`` (``uuid:key``), never from the
-command line, so it does not show up in ``ps``. It is never printed.
+command line, so it does not show up in ``ps``. It is never printed. With
+``--tls-cert`` and ``--tls-key`` the runner serves HTTPS only, so the key never
+crosses a connection in clear (labkit passes the lab's certificate, labkit.stack.tls).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=3233, help="port to bind (default 3233, like OpenWhisk standalone)")
     p.add_argument("--data-dir", type=Path, required=True, help="where actions and activations.jsonl are kept")
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM; needs --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM; needs --tls-cert)")
     p.add_argument("--idle-timeout-s", type=_positive_float, default=600.0,
                    help="stop warm workers idle this long (default 600)")
     p.add_argument("--max-workers", type=_positive_int, default=default_max_workers(),
@@ -75,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"labkit.faas: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("labkit.faas: --tls-cert and --tls-key go together", file=sys.stderr)
+        return EXIT_USAGE
     settings = RunnerSettings(
         auth=auth,
         data_dir=args.data_dir.resolve(),
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         max_payload_bytes=args.max_payload_bytes,
         activation_ring=args.activation_ring,
         api_host=args.api_host,
+        tls=args.tls_cert is not None,
     )
     import uvicorn  # late: keep `--help` and the auth check fast
 
@@ -110,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         lifespan="on",
         timeout_graceful_shutdown=3,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
     )
     Server(config).run()
     return 0

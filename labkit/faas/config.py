@@ -77,6 +77,7 @@ class RunnerSettings:
         max_payload_bytes: Largest invocation body.
         activation_ring: Activations kept in memory.
         api_host: Value given to actions as ``__OW_API_HOST``.
+        tls: Whether the runner serves HTTPS (``--tls-cert``/``--tls-key``).
     """
 
     auth: Credentials
@@ -91,8 +92,9 @@ class RunnerSettings:
     max_payload_bytes: int = 1024 * 1024
     activation_ring: int = 10_000
     api_host: str = ""
+    tls: bool = False
 
     @property
     def effective_api_host(self) -> str:
         """``__OW_API_HOST`` for actions: explicit, else this runner's URL."""
-        return self.api_host or f"http://{self.host}:{self.port}"
+        return self.api_host or f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"

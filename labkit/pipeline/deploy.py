@@ -128,7 +128,7 @@ def ensure_buckets(lab: Lab) -> None:
         ServiceError: storage refused.
     """
     s3 = lab.s3()
-    ensure_action_account(lab.endpoints["storage"], lab.ctx.secrets)
+    ensure_action_account(lab.endpoints["storage"], lab.ctx.secrets, verify=lab.ctx.verify)
     principal = lab.ctx.secrets.action_access_key.get_secret_value()
     try:
         for bucket in BUCKETS:

@@ -11,6 +11,10 @@ and republish a synthetic ObjectCreated event (the same JSON shape versitygw sen
 source object that has neither. This is what S3 inventory reports plus a "sweeper" job do
 in production systems.
 
+The comparison is by version (:mod:`labkit.pipeline.versions`): a key uploaded again while
+Kafka was down still has the output of its older version, which is *stale*, not resized; and
+it is republished like a lost one, with its current ETag, so the action resizes that version.
+
 Example:
     >>> reconcile(lab, prefix="exp/run1/")        # doctest: +SKIP
 """
@@ -29,17 +33,32 @@ from kafka.errors import KafkaError
 from minio.error import S3Error
 
 from labkit.errors import LabConfigError, ServiceError
-from labkit.pipeline.deploy import OUTPUT_BUCKET, SOURCE_BUCKET, action_module
+from labkit.pipeline.deploy import OUTPUT_BUCKET, SOURCE_BUCKET
 from labkit.pipeline.fate import Fate
 from labkit.pipeline.kafka import tail
 from labkit.pipeline.metrics import metrics_path, read_lines
+from labkit.pipeline.versions import (
+    OUTPUT_FORMAT,
+    Evidence,
+    Versions,
+    dead_line_versions,
+    dlq_version,
+    output_key,
+    output_key_or_none,
+    output_versions,
+    recorded_versions,
+    versions_of,
+)
 from labkit.stack.lab import Lab
 from labkit.stack.services.storage import TOPIC
 
+__all__ = ["OUTPUT_FORMAT", "dead_letter_keys", "object_created_event", "output_key", "publish_events", "reconcile"]
+
 DLQ_TOPIC = "dit247-dlq"
-OUTPUT_FORMAT = "JPEG"  # the flow invokes the action without a format: its default
-RECONCILE_COLUMNS = ("key", "state", "action", "key_out", "last_modified_ms")
-STATES = (Fate.RESIZED, Fate.UNRECORDED, Fate.DEAD_LETTERED, Fate.LOST, Fate.PENDING)
+RECONCILE_COLUMNS = ("key", "state", "action", "key_out", "last_modified_ms", "etag", "made_from")
+STATES = (Fate.RESIZED, Fate.UNRECORDED, Fate.STALE, Fate.DEAD_LETTERED, Fate.LOST, Fate.PENDING)
+# The states reconcile republishes: nothing downstream will bring them otherwise.
+REPUBLISHED = (Fate.LOST, Fate.UNRECORDED, Fate.STALE)
 # An output younger than this may still be getting its metrics line: the flow waits a few
 # seconds for the store's webhook, then checks the output itself (WEBHOOK_GRACE_MS).
 RECORD_GRACE_S = 15.0
@@ -48,31 +67,37 @@ MAX_KEYS = 10_000
 ORIGIN = "labkit-reconcile"  # marks synthetic events (principal, request id, configuration id)
 
 
-def output_key(key: str) -> str:
-    """Where the action writes the output of source ``key`` (its documented output-key rule)."""
-    return action_module().output_key(key, OUTPUT_FORMAT)
-
-
 def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool = True, *, prefix: str = "",
               grace_s: float = 10.0, max_keys: int = MAX_KEYS, record_grace_s: float = RECORD_GRACE_S
               ) -> pd.DataFrame:
     """Compare the source bucket with the outputs and the dead letters; republish what is missing.
 
-    Each source object (under ``prefix``, modified at or after ``since``) gets one state:
+    Each source object (under ``prefix``, modified at or after ``since``) gets one state, for
+    its current version (its ETag):
 
-    - ``resized``: its output (the action's output-key rule) is in ``dit247c`` (two sources
-      that map to one output, ``cat.png`` and ``cat.gif``, count as resized once either is);
-    - ``unrecorded``: its output is there, older than ``record_grace_s``, but no metrics line
-      names the key: the image was resized, yet the measurement lost it (the flow was
+    - ``resized``: its output (the action's output-key rule) is in ``dit247c``, made from this
+      version (its ``source-etag``); two sources that map to one output, ``cat.png`` and
+      ``cat.gif``, count as resized once either is;
+    - ``unrecorded``: that output is there, older than ``record_grace_s``, but no metrics line
+      names the version: the image was resized, yet the measurement lost it (the flow was
       redeployed or restarted between the invoke and its record);
-    - ``dead_lettered``: a metrics line with outcome ``error`` or a ``dit247-dlq`` record names it;
+    - ``dead_lettered``: a metrics line with outcome ``error`` or a ``dit247-dlq`` record names
+      this version (or the key, in lines that name no version);
     - ``pending``: modified less than ``grace_s`` ago, so it may still be on its way (left alone);
-    - ``lost``: none of the above: the pipeline lost it.
+    - ``stale``: none of the above, and an output of an *older* version is there: the event of
+      this version was lost (or an older write won), so the output shows the wrong image;
+    - ``lost``: none of the above, and no output at all: the pipeline lost it.
 
-    A lost or unrecorded object is republished (action ``republished``) as a synthetic
-    ObjectCreated event on topic ``dit247``, or reported only (action ``dry_run``) when
-    ``republish`` is False. The action is idempotent, so an unrecorded image is resized
-    again onto the same output key and then recorded. Every other state has action ``none``.
+    A key the action refuses (say, one whose output key would be longer than S3 allows) can
+    have no output; it is dead-lettered once the flow has seen it (the action's
+    ``bad_parameter``), and lost until then, so reconcile sends it through to be dead-lettered.
+    Its ``key_out`` is None.
+
+    A lost, stale or unrecorded object is republished (action ``republished``) as a synthetic
+    ObjectCreated event on topic ``dit247`` with its current ETag, or reported only (action
+    ``dry_run``) when ``republish`` is False. The action is idempotent, so an unrecorded image
+    is resized again onto the same output key and then recorded. Every other state has action
+    ``none``.
 
     Args:
         lab: The running lab.
@@ -84,7 +109,8 @@ def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool =
         record_grace_s: Outputs younger than this are not judged unrecorded yet.
 
     Returns:
-        One row per source object: ``key, state, action, key_out, last_modified_ms``.
+        One row per source object: ``key, state, action, key_out, last_modified_ms, etag`` (its
+        current version) and ``made_from`` (the version its output records, None without one).
 
     Raises:
         LabConfigError: More than ``max_keys`` objects match (narrow with ``prefix``/``since``).
@@ -92,22 +118,21 @@ def reconcile(lab: Lab, since: datetime | float | None = None, republish: bool =
     """
     since_ms = _epoch_ms(since)
     sources = _sources(lab, prefix, since_ms, max_keys)
+    keys_out = {key: output_key_or_none(key) for key in sources}
     outputs = _outputs(lab, prefix)
-    lines = read_lines(metrics_path(lab))  # read once: dead letters and recorded keys both come from it
-    dead = dead_letter_keys(lab, since_ms, lines)
-    recorded = {row["key"] for row in lines if isinstance(row.get("key"), str)}
-    now_ms = time.time() * 1000
+    lines = read_lines(metrics_path(lab))  # read once: dead letters and recorded versions both come from it
+    evidence = Evidence(outputs, output_versions(lab, (k for k in keys_out.values() if k in outputs)),
+                        dead_letter_versions(lab, since_ms, lines), recorded_versions(lines), time.time() * 1000,
+                        grace_s, record_grace_s)
     rows = []
     for key, (modified_ms, size, etag) in sources.items():
-        out_ms = outputs.get(output_key(key))
-        settled = out_ms is not None and now_ms - out_ms >= max(grace_s, record_grace_s) * 1000
-        state = (Fate.UNRECORDED if settled and key not in recorded else Fate.RESIZED if out_ms is not None
-                 else Fate.DEAD_LETTERED if key in dead
-                 else Fate.PENDING if now_ms - modified_ms < grace_s * 1000 else Fate.LOST)
-        rows.append({"key": key, "state": str(state), "action": "none", "key_out": output_key(key),
-                     "last_modified_ms": modified_ms, "size": size, "etag": etag})
-    table = pd.DataFrame(rows, columns=[*RECONCILE_COLUMNS, "size", "etag"])
-    missing = table["state"].isin([Fate.LOST, Fate.UNRECORDED])
+        key_out = keys_out[key]
+        made = evidence.made_from.get(key_out) if key_out in outputs else None
+        rows.append({"key": key, "state": str(evidence.state(key, etag, modified_ms, key_out)), "action": "none",
+                     "key_out": key_out, "last_modified_ms": modified_ms, "etag": etag,
+                     "made_from": made.etag if made else None, "size": size})
+    table = pd.DataFrame(rows, columns=[*RECONCILE_COLUMNS, "size"])
+    missing = table["state"].isin(REPUBLISHED)
     if republish and missing.any():
         publish_events(lab, table[missing].itertuples())
     table.loc[missing, "action"] = "republished" if republish else "dry_run"
@@ -151,32 +176,31 @@ def _outputs(lab: Lab, prefix: str) -> dict[str, float]:
 
 
 def dead_letter_keys(lab: Lab, since_ms: float | None = None, lines: list[dict] | None = None) -> set[str]:
-    """Keys with a dead-letter record: metrics lines of outcome ``error`` and ``dit247-dlq`` records.
+    """Keys with a dead-letter record, of any version (see :func:`dead_letter_versions`)."""
+    return set(dead_letter_versions(lab, since_ms, lines))
+
+
+def dead_letter_versions(lab: Lab, since_ms: float | None = None, lines: list[dict] | None = None) -> Versions:
+    """Versions with a dead-letter record: metrics lines of outcome ``error`` and ``dit247-dlq`` records.
 
     (``malformed`` records name no key: a record nobody could read cannot be matched to an object.)
     ``lines``: the metrics file's lines, when the caller has read them already.
     """
     lines = read_lines(metrics_path(lab)) if lines is None else lines
-    keys = {row["key"] for row in lines if row.get("outcome") == "error" and isinstance(row.get("key"), str)}
-    return keys | _dlq_keys(lab.kafka_bootstrap, since_ms)
+    found = dead_line_versions(lines)
+    for key, etags in _dlq_versions(lab.kafka_bootstrap, since_ms).items():
+        found.setdefault(key, set()).update(etags)
+    return found
 
 
-def _dlq_keys(bootstrap: str, since_ms: float | None) -> set[str]:
-    """Keys named by the DLQ's JSON records (from ``since_ms`` on), read once up to the current end."""
+def _dlq_versions(bootstrap: str, since_ms: float | None) -> Versions:
+    """Versions named by the DLQ's JSON records (from ``since_ms`` on), read once up to the current end."""
     try:
-        return {k for record in tail(bootstrap, DLQ_TOPIC, since_ms=since_ms) if (k := _dlq_key(record.value))}
+        records = tail(bootstrap, DLQ_TOPIC, since_ms=since_ms)
+        return versions_of(version for record in records if (version := dlq_version(record.value)))
     except KafkaError as e:
         raise ServiceError(f"reconcile: Kafka is unreachable ({e}), so the DLQ cannot be read. "
                            "Hint: `labkit start kafka`.") from e
-
-
-def _dlq_key(value: bytes | None) -> str | None:
-    try:
-        record = json.loads(value or b"")
-    except ValueError:
-        return None  # a malformed record, kept raw
-    key = record.get("key") if isinstance(record, dict) else None
-    return key if isinstance(key, str) else None
 
 
 # ---------------------------------------------------------------- republishing

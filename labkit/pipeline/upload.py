@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pandas as pd
 from tenacity import (
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
@@ -30,6 +31,9 @@ from labkit.stack.lab import Lab
 from labkit.stack.readiness import poll_until
 
 UPLOAD_PATH = "/upload"
+# The header that tells the upload endpoint a request is not a browser form's (a form cannot
+# send it): without it, a form-like Content-Type (text/plain, urlencoded, none) is refused.
+CLIENT_HEADERS = {"X-Requested-With": "labkit"}
 # An upload may wait out the flow's retry deadline (30 s by default) before it answers.
 UPLOAD_TIMEOUT_S = 90.0
 POLL_INTERVAL_S = 0.25
@@ -39,29 +43,58 @@ PUSH_COLUMNS = ("key", "trace_id", "status", "attempts", "client_attempts", "t_u
 # restarting): errors where the request got no answer, the connection being refused or
 # dropped. A retried upload that had in fact been stored overwrites the same key (at least
 # once). Not a read timeout: a slow endpoint is not helped by more requests.
-# 404 too: Node-RED answers before its flows have started, and then no /upload route exists yet.
+# 404 too: Node-RED answers before its flows have started, and then no /upload route exists yet
+# (a 404 in the flow's JSON is the store's answer, and final). And a 503 with Retry-After:
+# Node-RED has as many uploads in flight as it takes (settings.js, UPLOAD_LIMITS); the client
+# waits at least that long. (The flow's own 503, when its retries gave up, has no Retry-After.)
 CLIENT_RETRY_ON = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                    httpx.WriteError)
 NOT_READY_STATUSES = (404, 502)
 CLIENT_RETRY_DEADLINE_S = 45.0
 CLIENT_RETRY_MAX_WAIT_S = 3.0
+_BACKOFF = wait_random_exponential(multiplier=0.2, max=CLIENT_RETRY_MAX_WAIT_S)
 
 
 class _NotReady(Exception):
-    """The endpoint answered, but as one that is still starting (:data:`NOT_READY_STATUSES`)."""
+    """The endpoint answered, but as one that is starting or busy (see :func:`_not_ready`)."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, retry_after_s: float = 0.0) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
+        self.retry_after_s = retry_after_s
+
+
+def _not_ready(response: httpx.Response) -> _NotReady | None:
+    """The answer as a :class:`_NotReady` when it is worth another try, else None.
+
+    A 404 or 502 that is not the flow's JSON (Node-RED starting, flows not deployed yet), or a
+    503 with Retry-After (too many uploads in flight: try again after that many seconds).
+    """
+    is_flows = response.headers.get("content-type", "").startswith("application/json")
+    if response.status_code in NOT_READY_STATUSES and not is_flows:
+        return _NotReady(response)
+    retry_after = response.headers.get("retry-after", "")
+    if response.status_code == 503 and retry_after.isdigit():
+        return _NotReady(response, float(retry_after))
+    return None
+
+
+def _client_wait(retry_state: RetryCallState) -> float:
+    """Exponential backoff with full jitter, but no shorter than the answer's Retry-After."""
+    error = retry_state.outcome.exception() if retry_state.outcome else None
+    return max(_BACKOFF(retry_state), getattr(error, "retry_after_s", 0.0))
 
 
 def upload_one(http: httpx.Client, key: str, data: bytes, content_type: str, trace_id: str | None = None,
                retry_deadline_s: float = CLIENT_RETRY_DEADLINE_S) -> dict:
     """POST one file to ``/upload``; one row of :func:`push`'s table (never raises on HTTP errors).
 
-    The flow retries the store behind the endpoint (``attempts``); the client retries the
-    endpoint itself when it cannot be reached, with exponential backoff and full jitter
-    for up to ``retry_deadline_s`` (``client_attempts``; 0 turns that off).
+    The flow retries the store behind the endpoint (``attempts``), unless the store refused
+    for good (a 4xx: the answer is the store's status and reason, at once); the client retries
+    the endpoint itself when it cannot be reached or is busy, with exponential backoff and full
+    jitter (at least the Retry-After it is given) for up to ``retry_deadline_s``
+    (``client_attempts``; 0 turns that off). It sends ``X-Requested-With``
+    (:data:`CLIENT_HEADERS`), which the endpoint wants from a non-browser client.
 
     Args:
         http: A client whose ``base_url`` is Node-RED.
@@ -75,16 +108,15 @@ def upload_one(http: httpx.Client, key: str, data: bytes, content_type: str, tra
     row = dict.fromkeys(PUSH_COLUMNS)
     row.update(key=key, trace_id=trace_id, bytes=len(data), client_attempts=0)
     retrying = Retrying(retry=retry_if_exception_type((*CLIENT_RETRY_ON, _NotReady)),
-                        stop=stop_after_delay(retry_deadline_s),
-                        wait=wait_random_exponential(multiplier=0.2, max=CLIENT_RETRY_MAX_WAIT_S), reraise=True)
+                        stop=stop_after_delay(retry_deadline_s), wait=_client_wait, reraise=True)
     try:
         for attempt in retrying:
             with attempt:
                 row["client_attempts"] += 1
                 response = http.post(UPLOAD_PATH, params=params, content=data,
-                                     headers={"Content-Type": content_type})
-                if response.status_code in NOT_READY_STATUSES:
-                    raise _NotReady(response)
+                                     headers={"Content-Type": content_type, **CLIENT_HEADERS})
+                if (again := _not_ready(response)) is not None:
+                    raise again
     except _NotReady as e:
         response = e.response  # still not ready at the deadline: report its answer
     except (httpx.HTTPError, RetryError) as e:

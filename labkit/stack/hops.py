@@ -40,7 +40,12 @@ def hop_address(config: LabConfig, name: str) -> str:
 
 
 def hop_url(config: LabConfig, name: str) -> str:
-    return f"http://{hop_address(config, name)}"
+    """The URL of hop ``name``'s proxy: ``https`` when the hop is TLS in this lab.
+
+    Raises:
+        LabConfigError: there is no such hop.
+    """
+    return declarations.hop_url(config, hop(name))
 
 
 __all__ = ["HOPS", "HOP_NAMES", "Hop", "hop", "hop_address", "hop_url"]

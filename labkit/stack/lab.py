@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
 from functools import cached_property
 from urllib.parse import urlparse
 
 import pandas as pd
+import urllib3
 from minio import Minio
 
 from labkit.core.progress import QUIET, Reporter
@@ -68,19 +71,37 @@ class Lab:
         raise LabConfigError(f"The {self.ctx.config.backend} backend has no endpoint for {service}. Fix: {fix}.")
 
     # -- clients -------------------------------------------------------------
-    def s3(self, gateway: str = "storage") -> Minio:
-        """An S3 client on one gateway: ``storage`` (uploads) or ``storage-out`` (the action's writes)."""
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an HTTP client of this lab passes as ``verify`` (``httpx.get(url, verify=lab.verify)``):
+        natively, the lab's CA, which the store, the FaaS runner and Node-RED's TLS listener
+        present (:mod:`labkit.stack.tls`)."""
+        return self.ctx.verify
+
+    def s3(self, gateway: str = "storage", credentials: tuple[str, str] | None = None,
+           region: str | None = None) -> Minio:
+        """An S3 client on one gateway: ``storage`` (uploads) or ``storage-out`` (the action's writes).
+
+        Args:
+            gateway: ``storage`` or ``storage-out``.
+            credentials: ``(access_key, secret_key)`` of another store account; default the root account.
+            region: The region to sign for, when the account may not ask the bucket's location.
+        """
         s = self.ctx.secrets
+        access, secret = credentials or (s.s3_access_key.get_secret_value(), s.s3_secret_key.get_secret_value())
         url = urlparse(self.endpoint(gateway))
-        return Minio(url.netloc, access_key=s.s3_access_key.get_secret_value(),
-                     secret_key=s.s3_secret_key.get_secret_value(), secure=url.scheme == "https")
+        secure = url.scheme == "https"
+        return _LabMinio(url.netloc, access_key=access, secret_key=secret, secure=secure, region=region,
+                         http_client=_trusting(self.ctx.tls.ca_file) if secure and self.ctx.tls else None,
+                         on_bucket_made=self.backend.bucket_made)
 
     @property
     def kafka_bootstrap(self) -> str:
         return self.endpoint("kafka")
 
     def faas(self) -> OpenWhiskClient:
-        return OpenWhiskClient(self.endpoint("faas"), self.ctx.secrets.faas_auth.get_secret_value())
+        return OpenWhiskClient(self.endpoint("faas"), self.ctx.secrets.faas_auth.get_secret_value(),
+                              verify=self.ctx.verify)
 
     def nodered(self) -> NodeRedAdmin:
         s = self.ctx.secrets
@@ -91,3 +112,24 @@ class Lab:
 
     def toxiproxy(self) -> ToxiproxyClient:
         return ToxiproxyClient(self.endpoint("toxiproxy"))
+
+
+class _LabMinio(Minio):
+    """minio, telling the backend about each bucket it makes (``Backend.bucket_made``)."""
+
+    def __init__(self, *args, on_bucket_made: Callable[[str], None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._on_bucket_made = on_bucket_made
+
+    def make_bucket(self, bucket_name: str, *args, **kwargs) -> None:
+        super().make_bucket(bucket_name, *args, **kwargs)
+        self._on_bucket_made(bucket_name)
+
+
+def _trusting(ca_file) -> urllib3.PoolManager:
+    """minio's own HTTP client (its timeouts and retries), trusting the lab's CA alone."""
+    timeout = 300
+    return urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout), maxsize=10,
+                               cert_reqs="CERT_REQUIRED", ca_certs=str(ca_file),
+                               retries=urllib3.Retry(total=5, backoff_factor=0.2,
+                                                     status_forcelist=[500, 502, 503, 504]))

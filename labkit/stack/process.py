@@ -18,6 +18,9 @@ from labkit.core.files import atomic_write
 from labkit.stack.readiness import poll_until
 
 EXIT_POLL_S = 0.05
+# Every service runs with this umask, so whatever it writes in the lab's data dir (objects,
+# logs, the mail database, Kafka's log segments) is its user's alone: files 0600, dirs 0700.
+SERVICE_UMASK = 0o077
 
 
 @dataclass
@@ -43,6 +46,7 @@ class ProcessTable:
         return self.run_dir / f"{name}.json"
 
     def save(self, record: ProcessRecord) -> None:
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(self._path(record.name), json.dumps(asdict(record)))  # a crash never leaves half a file
 
     def load(self, name: str) -> ProcessRecord | None:
@@ -81,12 +85,13 @@ def is_paused(record: ProcessRecord) -> bool:
 
 
 def spawn(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> psutil.Process:
-    """Start ``cmd`` in its own session, detached from labkit, logging to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    """Start ``cmd`` in its own session, detached from labkit, logging to ``log`` (0600), with
+    umask :data:`SERVICE_UMASK`."""
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         popen = subprocess.Popen(
             cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, umask=SERVICE_UMASK,
         )
     return psutil.Process(popen.pid)
 

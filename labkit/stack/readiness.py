@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Protocol
@@ -40,14 +41,16 @@ class PortReady:
 
 @dataclass(frozen=True)
 class HttpReady:
-    """Ready when ``GET url`` answers with one of ``statuses``."""
+    """Ready when ``GET url`` answers with one of ``statuses`` (an ``https`` URL's certificate
+    checked against ``verify``: the lab's CA for its own listeners)."""
 
     url: str
     statuses: tuple[int, ...] = (200,)
+    verify: ssl.SSLContext | bool = True
 
     def probe(self) -> bool:
         try:
-            return httpx.get(self.url, timeout=1.0).status_code in self.statuses
+            return httpx.get(self.url, timeout=1.0, verify=self.verify).status_code in self.statuses
         except httpx.HTTPError:
             return False
 

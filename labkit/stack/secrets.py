@@ -69,7 +69,7 @@ def load_or_create(data_dir: Path) -> LabSecrets:
         LabConfigError: the secrets file exists but is unreadable or malformed.
     """
     path = data_dir / SECRETS_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with locked(data_dir / (SECRETS_FILE + ".lock")):
         if not path.exists():
             created = LabSecrets.generate()
@@ -98,3 +98,30 @@ def _read(path: Path) -> LabSecrets:
 def _write_private(path: Path, value: LabSecrets) -> None:
     """Write atomically, 0600 from the first byte."""
     atomic_write(path, json.dumps(value.as_plain_dict()))
+
+
+def make_private(data_dir: Path) -> list[Path]:
+    """Make the lab's data dir its user's alone: the dir 0700, and no group or other bits on
+    anything in it (what an older labkit or a looser umask left). What the services write from
+    then on is private by their umask (:data:`labkit.stack.process.SERVICE_UMASK`).
+
+    Returns:
+        The paths whose mode was changed.
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    changed = [data_dir] if _restrict(data_dir) else []
+    for root, dirs, files in os.walk(data_dir):  # does not follow symlinks
+        changed += [path for name in dirs + files if _restrict(path := Path(root) / name)]
+    return changed
+
+
+def _restrict(path: Path) -> bool:
+    """Drop the group and other bits of ``path`` (not of a link's target); True when it had any."""
+    try:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode) or not stat.S_IMODE(mode) & 0o077:
+            return False
+        os.chmod(path, stat.S_IMODE(mode) & 0o700)
+    except FileNotFoundError:
+        return False  # a service removed it meanwhile
+    return True

@@ -8,6 +8,25 @@ It downloads ``bucket``/``key`` through ``s3_endpoint``, fits the image within
 ``max_edge`` x ``max_edge`` (never upscaling), and writes the result to ``target_bucket``
 through ``s3_out_endpoint``.
 
+Versions:
+    A key can be uploaded again while the action works on it, so the action works on the
+    version its event names (``etag``) and never lets an older version's output overwrite a
+    newer one's:
+
+    1. the read is conditional (``If-Match: etag``), so it reads that version or none (bytes
+       that do not hash to a plain MD5 ETag, read while the source moved on, are a newer
+       version's: versitygw checks the condition before it opens the file);
+    2. just before the write, the source's current ETag is looked up again: another one
+       means a newer upload is on its way through the pipeline, and nothing is written;
+    3. just after the write, it is looked up once more: when the source moved on during the
+       write, this write may have replaced the newer version's output, so the action resizes
+       the current version and writes that instead (at most ``MAX_REPAIRS`` times).
+
+    Whoever writes the output last checks the source after that write, so the output ends
+    as the current version's. The versions the action did not resize come back as
+    *superseded* (below); that is not an error. ``labkit.pipeline.reconcile`` is the backstop
+    for an output that still ends stale (its stale state).
+
 Parameters (all validated; a bad one gives a ``bad_parameter`` error):
     bucket, key: The source object. ``key`` is the decoded object key, not the
         URL-encoded form found in S3 event records.
@@ -15,6 +34,8 @@ Parameters (all validated; a bad one gives a ``bad_parameter`` error):
     max_edge: Longest output edge in px, 16..8192, default 640.
     format: ``JPEG`` (default), ``PNG`` or ``WEBP`` (``JPG`` is accepted for JPEG).
     quality: JPEG/WEBP quality, 1..95, default 85.
+    etag: Optional; the source version to resize (the event's ETag, quotes optional).
+        Without it, the version current at the read.
     trace_id: Optional; default ``sha256(bucket NUL key NUL etag)[:32]`` in hex.
     t_event_ms: Optional number, returned unchanged.
   Bound at deploy time:
@@ -39,7 +60,7 @@ Output key rule:
     ``cat.png`` and ``cat.gif`` map to the same output; ``source-key`` tells which wrote it.
 
 Output object metadata (S3 user metadata, ASCII):
-    source-etag: The source's ETag, quotes stripped.
+    source-etag: The ETag of the source version it was made from, quotes stripped.
     trace-id: The trace id.
     source-key: The source key, percent-encoded as UTF-8 with ``/`` kept (identical to the
         key for plain ASCII keys without spaces, ``%`` or ``+``).
@@ -52,6 +73,14 @@ Result on success:
     metadata, expected in epoch ms) and ``t_event_ms`` when known, and a few descriptive
     extras (``bucket``, ``key``, ``etag_out``, ``content_type``, ``format_in``, ``mode_in``,
     ``draft_scale``, ``orientation``). Input sizes are as displayed (after EXIF orientation).
+
+Result when the version was superseded (not an error: a newer upload of the key replaced it):
+    ``superseded: true``, ``found_at`` (``read``: the read found another version;
+    ``before_write``: the source changed during the resize; ``after_write``: during the write),
+    ``source_etag`` (the version asked for), ``current_etag`` (the source's version then, or
+    null), ``repaired`` (the action wrote the current version's output after its own write
+    was overtaken), ``bucket``, ``key``, ``bucket_out``, ``key_out``, ``trace_id``,
+    ``t_action_start_ms``, ``t_action_end_ms`` and ``t_event_ms`` when known.
 
 Errors:
     Every failure returns ``{"error": {"code", "message", "bucket", "key", ...}}``, which
@@ -114,6 +143,9 @@ TRANSPOSE = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.T
 
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 TRACE_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII: it goes into an S3 header
+ETAG_RE = re.compile(r'^[\x21\x23-\x7e]{1,128}$')  # an ETag without its quotes
+MD5_ETAG_RE = re.compile(r"^[0-9a-f]{32}$")  # a single-part upload's ETag: the MD5 of its bytes
+MAX_REPAIRS = 3  # rewrites of the current version's output after an overtaken write (see Versions)
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # Warm workers keep this module loaded, so clients (and their connection pools) are reused.
@@ -142,6 +174,19 @@ class ActionError(Exception):
         return {"error": error}
 
 
+class Superseded(Exception):
+    """The version asked for is no longer the source's current one: not a failure, nothing to write."""
+
+    def __init__(self, found_at: str, current_etag: str | None = None, repaired: bool = False) -> None:
+        """Where the action found out (``read``, ``before_write``, ``after_write``), and what it found."""
+        super().__init__(f"superseded at {found_at}")
+        self.found_at = found_at
+        self.current_etag = current_etag
+        self.repaired = repaired
+        self.source_etag: str | None = None  # the version that was asked for or read, once known
+        self.trace_id: str | None = None
+
+
 # ---------------------------------------------------------------- parameters
 
 
@@ -166,6 +211,7 @@ class Params:
     max_bytes: int
     trace_id: str | None
     t_event_ms: float | None
+    etag: str | None = None
 
 
 def _bad(name: str, why: str) -> ActionError:
@@ -267,6 +313,16 @@ def _trace_id(args: dict) -> str | None:
     return value
 
 
+def _etag(args: dict) -> str | None:
+    value = args.get("etag")
+    if value is None:
+        return None
+    etag = value.strip('"') if isinstance(value, str) else None
+    if not etag or not ETAG_RE.match(etag):
+        raise _bad("etag", "must be an ETag: 1..128 printable ASCII characters without spaces")
+    return etag
+
+
 def parse_params(args: dict) -> Params:
     """Validate every parameter, then the bucket allow-lists.
 
@@ -294,6 +350,7 @@ def parse_params(args: dict) -> Params:
         max_bytes=_int(args, "max_bytes", DEFAULT_MAX_BYTES, 1, 1024**3),
         trace_id=_trace_id(args),
         t_event_ms=_optional_number(args, "t_event_ms"),
+        etag=_etag(args),
     )
     output_key(params.key, params.fmt)  # the output key must be valid too
     check_buckets(params)
@@ -385,15 +442,24 @@ def _too_large(size: int, max_bytes: int) -> ActionError:
     return ActionError("too_large", f"the object has {size} bytes, more than max_bytes={max_bytes}")
 
 
-def fetch_source(client: Minio, bucket: str, key: str, max_bytes: int) -> Source:
+def fetch_source(client: Minio, bucket: str, key: str, max_bytes: int, etag: str | None = None) -> Source:
     """Download the object in one GET; refuse it unread when it exceeds ``max_bytes``.
 
     The GET's ``Content-Length`` is checked before the body is read (one round trip, not a
     stat and then a GET); ETag and metadata come from the same response, so they describe
-    the bytes read.
+    the bytes read. With ``etag``, the GET is conditional on it (``If-Match``).
+
+    Raises:
+        Superseded: ``etag`` is not the object's current version (or the bytes read are not it).
+        ActionError: ``not_found``, ``too_large`` or ``storage_error``.
     """
+    headers = {"If-Match": f'"{etag}"'} if etag else None
     try:
-        response = client.get_object(bucket, key)
+        response = client.get_object(bucket, key, request_headers=headers)
+    except S3Error as exc:
+        if exc.code == "PreconditionFailed":
+            raise Superseded("read", current_etag(client, bucket, key)) from exc
+        raise _storage_error(exc, f"get {bucket}/{key}", "not_found") from exc
     except STORAGE_FAILURES as exc:
         raise _storage_error(exc, f"get {bucket}/{key}", "not_found") from exc
     try:
@@ -401,7 +467,7 @@ def fetch_source(client: Minio, bucket: str, key: str, max_bytes: int) -> Source
         if length > max_bytes:
             raise _too_large(length, max_bytes)
         data = response.read()
-        etag = (response.headers.get("etag") or "").replace('"', "")
+        read_etag = (response.headers.get("etag") or "").replace('"', "")
         metadata = _user_metadata(response.headers)
     except STORAGE_FAILURES as exc:
         raise _storage_error(exc, f"read {bucket}/{key}") from exc
@@ -410,7 +476,33 @@ def fetch_source(client: Minio, bucket: str, key: str, max_bytes: int) -> Source
         response.release_conn()
     if len(data) > max_bytes:  # no or a wrong Content-Length
         raise _too_large(len(data), max_bytes)
-    return Source(data, etag, metadata)
+    # versitygw checks If-Match, then opens the file: a newer version may slip in between.
+    if not is_version(data, read_etag) and (now := current_etag(client, bucket, key)) != read_etag:
+        superseded = Superseded("read", now)
+        superseded.source_etag = etag or read_etag
+        raise superseded
+    return Source(data, read_etag, metadata)
+
+
+def is_version(data: bytes, etag: str) -> bool:
+    """False when ``etag`` is a single-part upload's (an MD5) and ``data`` is not what it hashes."""
+    return not MD5_ETAG_RE.match(etag) or hashlib.md5(data, usedforsecurity=False).hexdigest() == etag
+
+
+def current_etag(client: Minio, bucket: str, key: str) -> str | None:
+    """The ETag of the object's current version (quotes stripped); None when it is gone.
+
+    Raises:
+        ActionError: ``storage_error`` (retryable when the store was unreachable).
+    """
+    try:
+        return (client.stat_object(bucket, key).etag or "").replace('"', "")
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchObject"):
+            return None
+        raise _storage_error(exc, f"stat {bucket}/{key}") from exc
+    except STORAGE_FAILURES as exc:
+        raise _storage_error(exc, f"stat {bucket}/{key}") from exc
 
 
 def store_output(client: Minio, bucket: str, key: str, data: bytes, content_type: str,
@@ -731,14 +823,32 @@ def _ms(start: float) -> float:
 
 
 def run(p: Params, t_start_ms: float) -> dict[str, Any]:
-    """Fetch one image, then resize and store it; the success result.
+    """Resize the version asked for; the success result, or the superseded one (see Versions).
 
     Raises:
         ActionError: Any failure; once the source is read, it carries the trace id.
     """
+    try:
+        result = resize_version(p)
+    except Superseded as sup:
+        result = superseded_result(p, sup)
+    result["t_action_start_ms"] = t_start_ms
+    if p.t_event_ms is not None:
+        result["t_event_ms"] = p.t_event_ms
+    result["t_action_end_ms"] = time.time() * 1000
+    return result
+
+
+def resize_version(p: Params) -> dict[str, Any]:
+    """Fetch the version asked for, then resize and store it.
+
+    Raises:
+        Superseded: Another version is the source's current one.
+        ActionError: Any failure.
+    """
     started = time.perf_counter()
     source = fetch_source(client_for(p.s3_endpoint, p.s3_access_key, p.s3_secret_key, p.s3_region),
-                          p.bucket, p.key, p.max_bytes)
+                          p.bucket, p.key, p.max_bytes, p.etag)
     download_ms = _ms(started)
     trace_id = p.trace_id or derive_trace_id(p.bucket, p.key, source.etag)
     try:
@@ -746,25 +856,90 @@ def run(p: Params, t_start_ms: float) -> dict[str, Any]:
     except ActionError as exc:
         exc.extra.setdefault("trace_id", trace_id)
         raise
-    result.update(download_ms=download_ms, t_action_start_ms=t_start_ms, **timestamps(source))
-    if p.t_event_ms is not None:
-        result["t_event_ms"] = p.t_event_ms
-    result["t_action_end_ms"] = time.time() * 1000
+    except Superseded as sup:
+        sup.source_etag, sup.trace_id = source.etag, trace_id
+        raise
+    result.update(download_ms=download_ms, **timestamps(source))
     return result
 
 
 def resize_and_store(p: Params, source: Source, trace_id: str) -> dict[str, Any]:
-    """Resize the downloaded image and write it through the out endpoint."""
+    """Resize the downloaded image and write it through the out endpoint, while it is the current version.
+
+    Raises:
+        Superseded: The source changed before the write, or during it (``repaired`` says whether
+            the action then wrote the current version's output).
+        ActionError: Any failure.
+    """
     started = time.perf_counter()
     encoded, info = resize_image(source.data, p.max_edge, p.fmt, p.quality, p.max_pixels)
     resize_ms, started = _ms(started), time.perf_counter()
     key_out = output_key(p.key, p.fmt)
-    out_client = client_for(p.s3_out_endpoint, p.s3_access_key, p.s3_secret_key, p.s3_region)
-    etag_out = store_output(out_client, p.target_bucket, key_out, encoded, OUTPUT[p.fmt][1],
+    reader = client_for(p.s3_endpoint, p.s3_access_key, p.s3_secret_key, p.s3_region)
+    writer = client_for(p.s3_out_endpoint, p.s3_access_key, p.s3_secret_key, p.s3_region)
+    now = current_etag(reader, p.bucket, p.key)
+    if now not in (None, source.etag):
+        raise Superseded("before_write", now)
+    etag_out = store_output(writer, p.target_bucket, key_out, encoded, OUTPUT[p.fmt][1],
                             output_metadata(source, p.key, trace_id))
+    upload_ms = _ms(started)
+    now, repaired = keep_output_current(p, reader, writer, source, key_out)
+    if now not in (None, source.etag):
+        raise Superseded("after_write", now, repaired)
     return {"bucket": p.bucket, "key": p.key, "bucket_out": p.target_bucket, "key_out": key_out,
             "etag_out": etag_out, "trace_id": trace_id, "source_etag": source.etag, **info,
-            "resize_ms": resize_ms, "upload_ms": _ms(started)}
+            "resize_ms": resize_ms, "upload_ms": upload_ms}
+
+
+def keep_output_current(p: Params, reader: Minio, writer: Minio, written: Source,
+                        key_out: str) -> tuple[str | None, bool]:
+    """After writing ``written``'s output: while the source has moved on, write its current version's.
+
+    The write may have landed after a newer version's own write; looking at the source after
+    every write makes the last writer put the current version's output back.
+
+    Returns:
+        The source's current ETag (None when it is gone), and whether a newer version's output
+        was written here.
+    """
+    repaired = False
+    for _ in range(MAX_REPAIRS):
+        now = current_etag(reader, p.bucket, p.key)
+        if now in (None, written.etag):
+            return now, repaired
+        try:
+            written = rewrite(p, reader, writer, now, key_out)
+        except Superseded:
+            continue  # newer still: look again
+        except ActionError:
+            return now, repaired  # the current version cannot be resized: its own event dead-letters it
+        repaired = True
+    return current_etag(reader, p.bucket, p.key), repaired
+
+
+def rewrite(p: Params, reader: Minio, writer: Minio, etag: str, key_out: str) -> Source:
+    """Fetch version ``etag``, resize it and write its output, with its own trace id; return it.
+
+    Raises:
+        Superseded: ``etag`` is no longer current.
+        ActionError: Any failure.
+    """
+    source = fetch_source(reader, p.bucket, p.key, p.max_bytes, etag)
+    encoded, _info = resize_image(source.data, p.max_edge, p.fmt, p.quality, p.max_pixels)
+    given = source.metadata.get("trace-id") or ""
+    trace_id = given if TRACE_ID_RE.match(given) else derive_trace_id(p.bucket, p.key, source.etag)
+    store_output(writer, p.target_bucket, key_out, encoded, OUTPUT[p.fmt][1],
+                 output_metadata(source, p.key, trace_id))
+    return source
+
+
+def superseded_result(p: Params, sup: Superseded) -> dict[str, Any]:
+    """The result for a version the action did not resize, because a newer one replaced it."""
+    etag = sup.source_etag or p.etag
+    return {"superseded": True, "found_at": sup.found_at, "bucket": p.bucket, "key": p.key,
+            "bucket_out": p.target_bucket, "key_out": output_key(p.key, p.fmt), "source_etag": etag,
+            "current_etag": sup.current_etag, "repaired": sup.repaired,
+            "trace_id": sup.trace_id or p.trace_id or derive_trace_id(p.bucket, p.key, etag or "")}
 
 
 def _log(record: dict[str, Any]) -> None:
@@ -783,5 +958,6 @@ def main(args: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - a bug must still be an error result, not a crash
         result = ActionError("internal", f"{type(exc).__name__}: {exc}"[:500]).result(
             raw.get("bucket"), raw.get("key"), raw.get("trace_id"))
-    _log({k: result[k] for k in ("error", "key", "key_out", "trace_id", "resize_ms") if k in result})
+    _log({k: result[k] for k in ("error", "key", "key_out", "trace_id", "resize_ms", "superseded", "found_at")
+          if k in result})
     return result

@@ -36,6 +36,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from labkit.stack.services.nodered import MAX_BODY_BYTES  # settings.js requires the body limit labkit sets
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 FLOWS = HERE / "flows.json"
@@ -86,7 +88,8 @@ def private_nodered(cache: Path) -> Iterator[tuple[str, str, str]]:
         shutil.copyfile(FLOWS, user_dir / "flows.json")
         log = user_dir / "nodered.log"
         env = {**os.environ, "LABKIT_NODERED_USER": USER, "LABKIT_NODERED_PASSWORD": password,
-               "LABKIT_NODERED_HOST": "127.0.0.1", "NODE_PATH": str(red.parents[2])}
+               "LABKIT_NODERED_HOST": "127.0.0.1", "LABKIT_NODERED_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+               "NODE_PATH": str(red.parents[2])}
         with log.open("w") as out:
             proc = subprocess.Popen(["node", str(red), "--userDir", str(user_dir), "--settings", str(SETTINGS),
                                      "--port", str(port)], cwd=user_dir, env=env, stdout=out,

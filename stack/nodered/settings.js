@@ -14,10 +14,13 @@
  *                                     unset -> Node-RED generates one in userDir)
  *   LABKIT_NODERED_HOST               interface to bind (default 127.0.0.1)
  *   LABKIT_NODERED_LOG_LEVEL          console log level (default info)
- *   LABKIT_NODERED_MAX_BODY_BYTES     max request body for http-in endpoints
- *                                     (default 5242880 = 5 MiB, matches apiMaxLength)
+ *   LABKIT_NODERED_MAX_BODY_BYTES     max request body for http-in endpoints (required;
+ *                                     labkit sets it: labkit.stack.services.nodered.MAX_BODY_BYTES)
  *
  * Flows read any other variable (LABKIT_*) with env.get("NAME") or ${NAME}.
+ *
+ * The upload endpoint's other limits (uploads in flight, stalled senders) are set here, in
+ * UPLOAD_LIMITS, and enforced by the upload door (nodes/labkit-pipeline-steps/intake.js).
  *
  * Function nodes get two libraries through functionGlobalContext (below):
  *   global.get('minio')  the `minio` npm library (S3 client)
@@ -58,8 +61,11 @@ function digestEquals(candidate, expectedDigest) {
 
 const MAX_BODY_BYTES = (function () {
     const raw = process.env.LABKIT_NODERED_MAX_BODY_BYTES;
-    const n = raw ? parseInt(raw, 10) : NaN;
-    return Number.isFinite(n) && n > 0 ? n : 5 * 1024 * 1024;
+    if (!/^[1-9][0-9]*$/.test(raw || '')) {
+        throw new Error('labkit Node-RED settings: environment variable LABKIT_NODERED_MAX_BODY_BYTES must be ' +
+            'a positive number of bytes (labkit sets it from labkit.stack.services.nodered.MAX_BODY_BYTES)');
+    }
+    return Number(raw);
 })();
 
 /**
@@ -92,85 +98,41 @@ function loadLibrary(name, local) {
     return undefined;
 }
 
-// Past this declared size we do not bother draining the request before replying.
-const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
-
-/**
- * Body-size guard for http-in endpoints (runs before their body parsers).
- *
- * Node-RED's http-in node bounds JSON/urlencoded bodies with apiMaxLength but
- * answers 500 when the limit is hit, and does not bound other content types at
- * all. So: a declared Content-Length above the limit gets 413; a body without
- * Content-Length (chunked transfer) gets 411, because its size cannot be checked
- * before the parsers read it.
- */
-function httpNodeBodyLimit(req, res, next) {
-    const declared = req.headers['content-length'];
-    if (declared !== undefined) {
-        const length = Number(declared);
-        if (!Number.isFinite(length) || length < 0) {
-            res.status(400).type('text/plain').send('Bad Request: invalid Content-Length');
-            return;
-        }
-        if (length > MAX_BODY_BYTES) {
-            if (length > MAX_DRAIN_BYTES) {
-                res.set('Connection', 'close');
-            } else {
-                req.resume(); // drain so the client can read the answer on this connection
-            }
-            res.status(413).type('text/plain').send('Payload Too Large: limit is ' + MAX_BODY_BYTES + ' bytes');
-            return;
-        }
-        next();
-        return;
-    }
-    if (req.headers['transfer-encoding'] !== undefined) {
-        res.set('Connection', 'close');
-        res.status(411).type('text/plain').send('Length Required: send a Content-Length header');
-        return;
-    }
-    next();
+const steps = loadLibrary('labkit-pipeline-steps', 'nodes/labkit-pipeline-steps');
+if (!steps) {
+    throw new Error('labkit Node-RED settings: the labkit-pipeline-steps module guards /upload and could not be ' +
+        'loaded; run `labkit install`');
 }
 
 /**
- * Raw bodies for the file endpoints (RAW_BODY_PATHS). The http-in node decodes a
- * text/* body as UTF-8, and the admin app (mounted at the same root) parses JSON and
- * form bodies first, which changes the bytes of an image sent with the wrong
- * Content-Type. Here those routes read the body as a Buffer (after the size check, so
- * at most MAX_BODY_BYTES) and mark it read, so that every parser after leaves it alone.
- * It runs as both admin and http-node middleware: the admin app's parsers come first.
- * (The node's own "do not parse the body" option reads the body before any size check,
- * so it is not used.)
+ * The upload endpoint's limits: the one place they are set (stack/nodered/README.md points here).
+ * Bodies held at once stay under maxInFlight x maxBodyBytes.
  */
-const RAW_BODY_PATHS = new Set(['/upload']);
+const UPLOAD_LIMITS = {
+    maxBodyBytes: MAX_BODY_BYTES, // largest body (413 past it); the same for every http-in endpoint
+    maxInFlight: 8, // uploads at once, from the body's first byte to the answer (503 + Retry-After past it)
+    retryAfterS: 1, // the wait that 503 asks for
+    stallMs: 10000, // a sender that sends nothing for this long is cut off (408, connection closed)
+    bodyMs: 60000 // so is one whose body is not complete after this long
+};
 
-function rawFileBody(req, res, next) {
-    if (req.method !== 'POST' || !RAW_BODY_PATHS.has(req.path) || req._body || req.readableEnded) {
-        next();
-        return;
-    }
-    httpNodeBodyLimit(req, res, () => readRawBody(req, res, next));
-}
+/**
+ * The upload door (intake.js) on the file endpoints: the cap, the stall timeouts, and the body
+ * read as raw bytes. The http-in node decodes a text/* body as UTF-8, and the admin app
+ * (mounted at the same root) parses JSON and form bodies first, which changes the bytes of an
+ * image sent with the wrong Content-Type; the door reads the body as a Buffer and marks it read,
+ * so every parser after leaves it alone. It runs as both admin and http-node middleware (the
+ * admin app's parsers come first; the second run lets the request through). (The node's own
+ * "do not parse the body" option reads the body before any check, so it is not used.)
+ */
+const uploadDoor = steps.uploadIntake(UPLOAD_LIMITS, ['/upload']);
 
-function readRawBody(req, res, next) {
-    const chunks = [];
-    let size = 0;
-    req.on('data', chunk => {
-        size += chunk.length;
-        if (size <= MAX_BODY_BYTES) {
-            chunks.push(chunk);
-        }
-    });
-    req.on('error', next);
-    req.on('end', () => {
-        if (size > MAX_BODY_BYTES) {
-            res.status(413).type('text/plain').send('Payload Too Large: limit is ' + MAX_BODY_BYTES + ' bytes');
-            return;
-        }
-        req.body = Buffer.concat(chunks, size);
-        req._body = true;
-        next();
-    });
+// TLS (natively): the store's webhook comes in on a TLS listener of its own, with the lab's
+// certificate (tls-listener.js: LABKIT_NODERED_TLS_PORT, LABKIT_NODERED_PORT, LABKIT_TLS_CERT,
+// LABKIT_TLS_KEY); Node-RED's own https requests (the store, the FaaS runner) trust the lab's
+// CA through NODE_EXTRA_CA_CERTS. Compose leaves them empty: its hops stay plain.
+if (process.env.LABKIT_NODERED_TLS_PORT) {
+    require('./tls-listener').fromEnvironment(process.env);
 }
 
 module.exports = {
@@ -182,8 +144,9 @@ module.exports = {
     httpNodeRoot: '/',
     // http-in endpoints are deliberately NOT protected (no httpNodeAuth): the
     // object store's webhook cannot send credentials, flows check a secret path.
-    httpNodeMiddleware: [httpNodeBodyLimit, rawFileBody],
-    httpAdminMiddleware: rawFileBody,
+    // 413/411 for every http-in endpoint (intake.js: bodyLimit), then the upload door.
+    httpNodeMiddleware: [steps.bodyLimit(MAX_BODY_BYTES), uploadDoor],
+    httpAdminMiddleware: uploadDoor,
     apiMaxLength: '5mb',
 
     // ------------------------------------------------------------ security
@@ -210,7 +173,7 @@ module.exports = {
     // Libraries function nodes reach with global.get(name).
     functionGlobalContext: {
         minio: loadLibrary('minio'),
-        steps: loadLibrary('labkit-pipeline-steps', 'nodes/labkit-pipeline-steps')
+        steps: steps
     },
     functionTimeout: 0,
     externalModules: {

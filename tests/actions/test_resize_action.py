@@ -7,6 +7,7 @@ real gateways live with the stack tests.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -369,11 +370,16 @@ def s3_error(code: str) -> S3Error:
 
 
 class FakeClient:
-    """Answers get/put like minio, from a dict of objects."""
+    """Answers get (with If-Match), stat and put like minio, from a dict of objects.
+
+    ``on_stat`` and ``on_put`` are callables run (and used up) one per stat or put, before the
+    stat answers or after the put is stored: uploads of newer versions landing at that moment.
+    """
 
     def __init__(self, objects=None, fail: Exception | None = None):
         self.objects = dict(objects or {})  # (bucket, key) -> (body, headers)
-        self.fail, self.gets, self.puts = fail, 0, []
+        self.fail, self.gets, self.puts, self.stats = fail, 0, [], 0
+        self.on_stat, self.on_put, self.if_match = [], [], []
 
     def _object(self, bucket, key):
         if self.fail:
@@ -382,17 +388,33 @@ class FakeClient:
             raise s3_error("NoSuchKey")
         return self.objects[(bucket, key)]
 
-    def get_object(self, bucket, key):
+    def etag(self, bucket, key) -> str:
+        headers = {k.lower(): v for k, v in self._object(bucket, key)[1].items()}
+        return headers.get("etag", "").strip('"')
+
+    def get_object(self, bucket, key, request_headers=None):
         self.gets += 1
         body, headers = self._object(bucket, key)
+        wanted = (request_headers or {}).get("If-Match")
+        self.if_match.append(wanted)
+        if wanted is not None and wanted.strip('"') != self.etag(bucket, key):
+            raise s3_error("PreconditionFailed")
         self.response = FakeResponse(body, {"content-length": str(len(body)), **headers})
         return self.response
+
+    def stat_object(self, bucket, key):
+        self.stats += 1
+        if self.on_stat:
+            self.on_stat.pop(0)()
+        return type("Stat", (), {"etag": self.etag(bucket, key)})()
 
     def put_object(self, bucket, key, data, length, content_type, metadata):
         if self.fail:
             raise self.fail
         self.puts.append({"bucket": bucket, "key": key, "data": data.read(), "length": length,
                           "content_type": content_type, "metadata": metadata})
+        if self.on_put:
+            self.on_put.pop(0)()
         return type("Written", (), {"etag": '"out-etag"'})()
 
 
@@ -531,3 +553,128 @@ def test_main_never_raises(action, monkeypatch):
     monkeypatch.setattr(action, "client_for", boom)
     error = action.main(params())["error"]
     assert error["code"] == "internal" and "a bug" in error["message"]
+
+
+# ---------------------------------------------------------------- versions: the event's, or none
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.fixture
+def versions(action, stack):
+    """Two versions of ``photos/cat.png``: v1 (1600x1200) in the store, v2 (320x240) to upload later."""
+    source, out = stack
+    v1, v2 = jpeg(1600, 1200, seed=1), jpeg(320, 240, seed=2)
+    source.objects[("dit247", "photos/cat.png")] = (v1, {"ETag": f'"{md5(v1)}"'})
+
+    def upload_v2() -> None:
+        source.objects[("dit247", "photos/cat.png")] = (v2, {"ETag": f'"{md5(v2)}"'})
+
+    return source, out, (v1, md5(v1)), (v2, md5(v2)), upload_v2
+
+
+def version_args(etag: str) -> dict:
+    return params(etag=etag, s3_out_endpoint="http://127.0.0.1:7071", trace_id="t-1", t_event_ms=5)
+
+
+def test_the_read_is_conditional_on_the_events_etag(action, versions):
+    source, out, (_, e1), _, _ = versions
+    result = action.main(version_args(f'"{e1}"'))
+    assert "error" not in result and not result.get("superseded")
+    assert source.if_match == [f'"{e1}"'] and result["source_etag"] == e1
+    [put] = out.puts
+    assert put["metadata"]["source-etag"] == e1 and Image.open(io.BytesIO(put["data"])).size == (640, 480)
+    assert source.stats == 2  # the source's version, looked up before and after the write
+
+
+def test_an_event_for_a_replaced_version_is_superseded_at_the_read(action, versions, capsys):
+    source, out, (_, e1), (_, e2), upload_v2 = versions
+    upload_v2()
+    result = action.main(version_args(e1))
+    assert "error" not in result and out.puts == []
+    assert {k: result[k] for k in ("superseded", "found_at", "source_etag", "current_etag", "repaired")} == {
+        "superseded": True, "found_at": "read", "source_etag": e1, "current_etag": e2, "repaired": False}
+    assert (result["key"], result["key_out"], result["trace_id"], result["t_event_ms"]) == (
+        "photos/cat.png", "photos/cat.jpg", "t-1", 5)
+    assert result["t_action_start_ms"] <= result["t_action_end_ms"]
+    assert '"superseded": true' in capsys.readouterr().out
+
+
+def test_a_version_replaced_during_the_resize_writes_nothing(action, versions):
+    source, out, (_, e1), (_, e2), upload_v2 = versions
+    source.on_stat.append(upload_v2)  # v2 lands while v1 is being resized
+    result = action.main(version_args(e1))
+    assert (result["superseded"], result["found_at"], result["current_etag"]) == (True, "before_write", e2)
+    assert out.puts == []
+
+
+def test_a_write_overtaken_by_a_newer_version_puts_the_newer_output_back(action, versions):
+    source, out, (_, e1), (_, e2), upload_v2 = versions
+    out.on_put.append(upload_v2)  # v2 lands (and its own output may already be written) during v1's write
+    result = action.main(version_args(e1))
+    assert (result["superseded"], result["found_at"], result["current_etag"], result["repaired"]) == (
+        True, "after_write", e2, True)
+    assert [put["metadata"]["source-etag"] for put in out.puts] == [e1, e2]
+    assert Image.open(io.BytesIO(out.puts[-1]["data"])).size == (320, 240)  # the last write is v2's
+    assert out.puts[-1]["metadata"]["trace-id"] == action.derive_trace_id("dit247", "photos/cat.png", e2)
+
+
+def test_rewrites_stop_after_max_repairs(action, versions):
+    source, out, (_, e1), _, _ = versions
+
+    def another_version(n: int):
+        def land() -> None:
+            data = jpeg(64, 48, seed=10 + n)
+            source.objects[("dit247", "photos/cat.png")] = (data, {"ETag": f'"{md5(data)}"'})
+        return land
+
+    out.on_put.extend(another_version(n) for n in range(10))  # a new version during every write
+    result = action.main(version_args(e1))
+    assert result["found_at"] == "after_write" and result["repaired"]
+    assert len(out.puts) == 1 + action.MAX_REPAIRS
+
+
+def test_a_newer_version_that_is_no_image_is_left_to_its_own_event(action, versions):
+    source, out, (_, e1), _, _ = versions
+
+    def bad_v2() -> None:
+        source.objects[("dit247", "photos/cat.png")] = (b"not an image", {"ETag": f'"{md5(b"not an image")}"'})
+
+    out.on_put.append(bad_v2)
+    result = action.main(version_args(e1))
+    assert (result["found_at"], result["current_etag"], result["repaired"]) == (
+        "after_write", md5(b"not an image"), False)
+    assert len(out.puts) == 1
+
+
+def test_bytes_that_are_not_the_etags_version_are_not_read_as_it(action, versions):
+    source, _, (v1, e1), (v2, e2), _ = versions
+    source.objects[("dit247", "photos/cat.png")] = (v2, {"ETag": f'"{e1}"'})  # the header says v1, the bytes are v2
+    source.on_stat.append(lambda: source.objects.update({("dit247", "photos/cat.png"): (v2, {"ETag": e2})}))
+    with pytest.raises(action.Superseded) as caught:
+        action.fetch_source(source, "dit247", "photos/cat.png", 10**8, e1)
+    assert (caught.value.found_at, caught.value.current_etag, caught.value.source_etag) == ("read", e2, e1)
+    # an ETag that is not the bytes' MD5 but still the current version's is taken as it is
+    source.objects[("dit247", "photos/cat.png")] = (v1, {"ETag": '"0123456789abcdef0123456789abcdef"'})
+    assert action.fetch_source(source, "dit247", "photos/cat.png", 10**8).data == v1
+
+
+def test_without_an_etag_the_current_version_is_read(action, versions):
+    source, out, (_, e1), _, _ = versions
+    result = action.main(params(s3_out_endpoint="http://127.0.0.1:7071"))
+    assert source.if_match == [None] and result["source_etag"] == e1 and len(out.puts) == 1
+
+
+@pytest.mark.parametrize("etag", ["", 'a"b', "with space", "x" * 129, 12])
+def test_a_bad_etag_is_a_bad_parameter(action, etag):
+    error = action.main(params(etag=etag))["error"]
+    assert (error["code"], error["parameter"]) == ("bad_parameter", "etag")
+
+
+def test_a_source_gone_before_the_write_still_gets_its_output(action, versions):
+    source, out, (_, e1), _, _ = versions
+    source.on_stat.append(lambda: source.objects.pop(("dit247", "photos/cat.png")))
+    result = action.main(version_args(e1))
+    assert not result.get("superseded") and len(out.puts) == 1

@@ -75,6 +75,10 @@ class Backend(ABC):
         """Where a service connects to reach hop ``name`` (its Toxiproxy proxy)."""
         return hops.hop_url(self.ctx.config, name)
 
+    def bucket_made(self, bucket: str) -> None:
+        """Called by ``Lab.s3()``'s client once it made ``bucket``: a backend that keeps the
+        store's files itself readies the bucket's files there (nothing to do elsewhere)."""
+
 
 def check_service_name(name: str) -> str:
     """Raises:

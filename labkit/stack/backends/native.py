@@ -13,7 +13,9 @@ from labkit.stack.faultstate import repair_state
 from labkit.stack.install import InstallStep, install, require_tools, verify_cache
 from labkit.stack.process import port_owner, terminate_process
 from labkit.stack.readiness import poll_until
+from labkit.stack.secrets import make_private
 from labkit.stack.services import SERVICE_TYPES, Service
+from labkit.stack.services.storage import keep_bucket_private
 
 # How long a port held by a service just stopped may take to be free again.
 PORT_RELEASE_S = 5.0
@@ -48,6 +50,10 @@ class NativeBackend(Backend):
         todo = [s for s in self.services.values() if s.record() is None]
         self._preflight(todo)
         self.ctx.secrets  # generated (0600) before any service needs them
+        self.ctx.tls  # the lab's CA and server certificate, likewise
+        if loosened := make_private(self.ctx.config.data_dir):
+            self.reporter.note(f"{len(loosened)} paths of {self.ctx.config.data_dir} were open to other users; "
+                               "now they are yours alone")
         with self.reporter.session():
             self._start_all(todo)
         return self.status()
@@ -68,6 +74,9 @@ class NativeBackend(Backend):
 
     def endpoints(self) -> dict[str, str]:
         return {name: s.endpoint() for name, s in self.services.items()}
+
+    def bucket_made(self, bucket: str) -> None:
+        keep_bucket_private(self.services["storage"].root, bucket)
 
     # -- one service ---------------------------------------------------------
     def service(self, name: str) -> Service:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from types import TracebackType
 from typing import Any
 
@@ -82,7 +83,7 @@ class OpenWhiskClient:
         auth: str,
         namespace: str = "_",
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        verify: bool = True,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         """Open an HTTP client.
 
@@ -91,7 +92,8 @@ class OpenWhiskClient:
             auth: ``uuid:key`` as in ``wsk property get --auth``.
             namespace: Namespace; ``_`` is the caller's default one.
             timeout_s: Timeout for ordinary calls.
-            verify: Verify TLS certificates (a local OpenWhisk often has a self-signed one).
+            verify: Verify TLS certificates: True (the system's roots), False (a local OpenWhisk
+                often has a self-signed one), or a context (``lab.verify``: the lab's own CA).
         """
         user, sep, key = auth.partition(":")
         if not sep:

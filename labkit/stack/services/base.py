@@ -33,6 +33,7 @@ from labkit.stack.process import (
 )
 from labkit.stack.readiness import Readiness, poll_until
 from labkit.stack.services.declarations import ServiceDeclaration
+from labkit.stack.tls import LabTLS
 from labkit.stack.versions import pin
 
 if TYPE_CHECKING:  # the context's config derives its ports from the services
@@ -50,6 +51,8 @@ class Service(ServiceDeclaration, ABC):
     # True for services that print a secret of their own config: their output
     # then passes through labkit.stack.logpipe, which masks the secrets.
     output_has_secrets: ClassVar[bool] = False
+    # True for services whose own listener serves TLS when the lab runs it (labkit.stack.tls).
+    serves_tls: ClassVar[bool] = False
 
     def __init__(self, ctx: LabContext):
         self.ctx = ctx
@@ -108,6 +111,16 @@ class Service(ServiceDeclaration, ABC):
     def host(self) -> str:
         return self.config.host
 
+    @property
+    def tls(self) -> LabTLS | None:
+        """The lab's certificate and CA when it runs TLS (natively), else None."""
+        return self.ctx.tls
+
+    @property
+    def scheme(self) -> str:
+        """``https`` for a service that serves TLS (it checks :attr:`tls`), else ``http``."""
+        return "https" if self.serves_tls and self.tls else "http"
+
     def record(self) -> ProcessRecord | None:
         """The running process of this service, or None when it is not running."""
         return self.table.load(self.name)
@@ -121,7 +134,7 @@ class Service(ServiceDeclaration, ABC):
     # -- verbs --------------------------------------------------------------
     def start(self) -> ProcessRecord:
         """Start the process in the background and remember it (does not wait)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.prepare()
         if self.log_path.exists():  # keep one previous log; log checks must not see old lines
             self.log_path.replace(self.log_path.with_suffix(".log.1"))

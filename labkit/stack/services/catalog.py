@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
+from labkit.stack.services import declarations
 from labkit.stack.services.declarations import Hop, RemoteEndpoint, ServiceDeclaration
 
 PACKAGE = __name__.rpartition(".")[0]
@@ -73,6 +74,17 @@ def port_owner(port: str) -> type[ServiceDeclaration]:
 def declared_hops() -> tuple[Hop, ...]:
     """Every hop of the pipeline, in the order of their proxies' ports."""
     return tuple(sorted((h for t in service_types() for h in t.hops), key=lambda h: h.port))
+
+
+def hop_url(config: declarations.LabPorts, name: str) -> str:
+    """Where the near end of hop ``name`` connects: its proxy's URL, ``https`` when the hop is
+    TLS in this lab (a service module calls it at run time, never while it is imported).
+
+    Raises:
+        KeyError: there is no such hop.
+    """
+    found = {h.name: h for h in declared_hops()}
+    return declarations.hop_url(config, found[name])
 
 
 def remote_endpoints() -> dict[str, RemoteEndpoint]:

@@ -15,13 +15,15 @@ from typing import ClassVar, Literal, Protocol
 
 from labkit.errors import LabConfigError
 from labkit.stack.readiness import HttpReady, PortReady, Readiness
+from labkit.stack.tls import tls_on
 
 
-class _Ports(Protocol):
+class LabPorts(Protocol):
     """What hop addresses need of a :class:`labkit.stack.config.LabConfig` (a protocol, because
     the config imports the services to derive its port table, not the other way round)."""
 
     host: str
+    backend: str
 
     def port(self, name: str) -> int: ...
 
@@ -32,17 +34,32 @@ class Hop:
 
     Toxiproxy's proxy ``name`` listens on ``port`` (the config's ``hop-<name>`` port) and
     forwards to the service's listener ``upstream``; the near end connects to the proxy.
+
+    A hop that carries a credential (a key, a signed request, a token) says so with ``tls``:
+    natively it is then TLS from end to end (:mod:`labkit.stack.tls`), its URL is ``https``,
+    and its proxy forwards to ``tls_upstream`` when the service serves TLS on a listener of
+    its own (Node-RED), else to ``upstream``.
     """
 
     name: str
     port: int
     upstream: str
     description: str
+    tls: bool = False
+    tls_upstream: str | None = None
 
     @property
     def listen(self) -> str:
         """The name of the proxy's listener among the config's ports."""
         return hop_port_name(self.name)
+
+    def upstream_for(self, config: LabPorts) -> str:
+        """The listener this hop's proxy forwards to in a lab with ``config``."""
+        return self.tls_upstream if self.tls_upstream and self.secure(config) else self.upstream
+
+    def secure(self, config: LabPorts) -> bool:
+        """Whether this hop is TLS in a lab with ``config``."""
+        return self.tls and tls_on(config)
 
 
 def hop_port_name(hop: str) -> str:
@@ -50,13 +67,15 @@ def hop_port_name(hop: str) -> str:
     return f"hop-{hop}"
 
 
-def hop_address(config: _Ports, hop: str) -> str:
+def hop_address(config: LabPorts, hop: str) -> str:
     """``host:port`` where the near end of hop ``hop`` connects: its proxy, not the service."""
     return f"{config.host}:{config.port(hop_port_name(hop))}"
 
 
-def hop_url(config: _Ports, hop: str) -> str:
-    return f"http://{hop_address(config, hop)}"
+def hop_url(config: LabPorts, hop: Hop) -> str:
+    """``https://host:port`` of ``hop``'s proxy when the hop is TLS in this lab, else ``http://``
+    (by name: :func:`labkit.stack.services.catalog.hop_url`)."""
+    return f"{'https' if hop.secure(config) else 'http'}://{hop_address(config, hop.name)}"
 
 
 @dataclass(frozen=True)

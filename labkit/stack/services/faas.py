@@ -16,7 +16,8 @@ class Faas(Service):
     default_ports = {"faas": 3233}
     pin_key = None  # labkit's own runner natively; real OpenWhisk in compose
     on_image_path = True
-    hops = (Hop("nodered-faas", 8483, upstream="faas", description="Node-RED's invocations of the action"),)
+    serves_tls = True  # every API call carries the lab's FaaS key
+    hops = (Hop("nodered-faas", 8483, upstream="faas", description="Node-RED's invocations of the action", tls=True),)
     remote = RemoteEndpoint("remote_faas_url", "an OpenWhisk API host")
     compose = ComposeEntry(pin="openwhisk")
 
@@ -30,14 +31,18 @@ class Faas(Service):
         return None  # part of labkit itself
 
     def environment(self) -> dict[str, str]:
-        return {"LABKIT_FAAS_AUTH": self.ctx.secrets.faas_auth.get_secret_value()}
+        env = {"LABKIT_FAAS_AUTH": self.ctx.secrets.faas_auth.get_secret_value()}
+        if self.tls:  # the actions (its workers inherit it) reach the store over TLS
+            env["SSL_CERT_FILE"] = str(self.tls.ca_file)
+        return env
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "labkit.faas", "--host", self.host, "--port", str(self.ports["faas"]),
+        tls = ["--tls-cert", str(self.tls.cert_file), "--tls-key", str(self.tls.key_file)] if self.tls else []
+        return [sys.executable, "-m", "labkit.faas", "--host", self.host, "--port", str(self.ports["faas"]), *tls,
                 "--data-dir", str(self.workdir)]
 
     def readiness(self) -> Readiness:
-        return HttpReady(f"{self.endpoint()}/ping")
+        return HttpReady(f"{self.endpoint()}/ping", verify=self.ctx.verify)
 
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.ports['faas']}"
+        return f"{self.scheme}://{self.host}:{self.ports['faas']}"

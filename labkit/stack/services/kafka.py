@@ -10,8 +10,10 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from labkit.core.files import atomic_write
 from labkit.errors import ServiceError
 from labkit.stack.install import InstallStep, MavenJars
+from labkit.stack.process import SERVICE_UMASK
 from labkit.stack.readiness import AllReady, LogReady, PortReady, Readiness
 from labkit.stack.services.base import Service
 from labkit.stack.services.declarations import (
@@ -60,7 +62,7 @@ class Kafka(Service):
     def prepare(self) -> None:
         log_dir = self.workdir / "logs"
         template = (STACK_DIR / "kafka" / "server.properties").read_text()
-        self.properties.write_text(template.format(
+        atomic_write(self.properties, template.format(
             host=self.host, port=self.ports["kafka"], controller_port=self.ports["kafka-controller"],
             proxied_port=self.ports["kafka-proxied"], proxied_advertised=hop_address(self.config, "store-kafka"),
             log_dir=log_dir))
@@ -71,7 +73,8 @@ class Kafka(Service):
         """Format KRaft storage once; later starts reuse it, so data survives ``down``/``up``."""
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                                           "-c", str(self.properties)), capture_output=True, text=True)
+                                           "-c", str(self.properties)), capture_output=True, text=True,
+                                umask=SERVICE_UMASK)
         if result.returncode != 0:
             raise ServiceError(f"Formatting Kafka's storage failed:\n{result.stdout[-1500:]}{result.stderr[-1500:]}")
 

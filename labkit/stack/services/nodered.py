@@ -6,9 +6,10 @@ import hashlib
 from pathlib import Path
 
 from labkit.stack.install import InstallStep, NpmPackage
-from labkit.stack.readiness import HttpReady, Readiness
+from labkit.stack.readiness import AllReady, HttpReady, Readiness
 from labkit.stack.services.base import Service
-from labkit.stack.services.declarations import Hop, RemoteEndpoint, hop_url
+from labkit.stack.services.catalog import hop_url
+from labkit.stack.services.declarations import ComposeEntry, Hop, RemoteEndpoint
 from labkit.stack.versions import STACK_DIR, pin
 
 NODERED_DIR = STACK_DIR / "nodered"
@@ -32,12 +33,17 @@ def _sources_digest() -> str:
 class NodeRed(Service):
     name = "nodered"
     start_order = 50
-    default_ports = {"nodered": 1880}
+    # nodered: the editor, admin API, dashboard and /upload, for browsers and labkit (plain HTTP
+    # on loopback); nodered-tls: the same app over TLS, where the store's webhook (its token in
+    # the URL) comes in through its hop (stack/nodered/tls-listener.js).
+    default_ports = {"nodered": 1880, "nodered-tls": 1881}
     pin_key = "nodered"
     runtime_tools = ("node",)
     on_image_path = True
-    hops = (Hop("store-webhook", 8485, upstream="nodered", description="the store's webhook to Node-RED"),)
+    hops = (Hop("store-webhook", 8485, upstream="nodered", description="the store's webhook to Node-RED",
+                tls=True, tls_upstream="nodered-tls"),)
     remote = RemoteEndpoint("remote_nodered_url", "Node-RED's editor and admin API")
+    compose = ComposeEntry(unpublished=("nodered-tls",))  # compose's hops stay plain (docs/security.md)
 
     def install_step(self) -> InstallStep:
         return NpmPackage("nodered", f"{pin('nodered')['version']}-{_sources_digest()}", source=NODERED_DIR,
@@ -50,7 +56,7 @@ class NodeRed(Service):
         """
         s, host, port = self.ctx.secrets, self.host, self.config.port
         metrics_file = self.config.data_dir / METRICS_FILE
-        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        metrics_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return {
             "LABKIT_NODERED_HOST": host,
             "LABKIT_NODERED_USER": s.nodered_user,
@@ -62,7 +68,7 @@ class NodeRed(Service):
             "NODE_PATH": str(self.install_step().target(self.config.cache_dir) / "node_modules"),
             "LABKIT_KAFKA_BOOTSTRAP": f"{host}:{port('kafka')}",
             "LABKIT_S3_URL": hop_url(self.config, "client-store"),
-            "LABKIT_S3_OUT_URL": f"http://{host}:{port('storage-out')}",
+            "LABKIT_S3_OUT_URL": f"{'https' if self.tls else 'http'}://{host}:{port('storage-out')}",
             "LABKIT_S3_ACCESS_KEY": s.s3_access_key.get_secret_value(),
             "LABKIT_S3_SECRET_KEY": s.s3_secret_key.get_secret_value(),
             "LABKIT_FAAS_URL": hop_url(self.config, "nodered-faas"),
@@ -71,7 +77,18 @@ class NodeRed(Service):
             "LABKIT_METRICS_FILE": str(metrics_file),
             "LABKIT_SMTP_HOST": host,
             "LABKIT_SMTP_PORT": str(port("mail-smtp")),
+            **self._tls_environment(),
         }
+
+    def _tls_environment(self) -> dict[str, str]:
+        """Its TLS listener for the webhook, and the lab's CA for its own clients (the store, the
+        FaaS runner): every ``https`` request Node.js makes trusts it (NODE_EXTRA_CA_CERTS)."""
+        if not self.tls:
+            return {}
+        return {"LABKIT_NODERED_TLS_PORT": str(self.ports["nodered-tls"]),
+                "LABKIT_NODERED_PORT": str(self.ports["nodered"]),
+                "LABKIT_TLS_CERT": str(self.tls.cert_file), "LABKIT_TLS_KEY": str(self.tls.key_file),
+                "NODE_EXTRA_CA_CERTS": str(self.tls.ca_file)}
 
     def command(self) -> list[str]:
         red = self.install_step().target(self.config.cache_dir) / "node_modules" / "node-red" / "red.js"
@@ -79,7 +96,15 @@ class NodeRed(Service):
                 "--port", str(self.ports["nodered"])]
 
     def readiness(self) -> Readiness:
-        return HttpReady(f"{self.endpoint()}/auth/login")
+        plain = HttpReady(f"{self.endpoint()}/auth/login")
+        if not self.tls:
+            return plain
+        # storage-out starts after this, and stops at once when its first webhook fails
+        return AllReady((plain, HttpReady(f"{self.tls_endpoint()}/auth/login", verify=self.ctx.verify)))
+
+    def tls_endpoint(self) -> str:
+        """Node-RED's TLS listener (the far end of the ``store-webhook`` hop)."""
+        return f"https://{self.host}:{self.ports['nodered-tls']}"
 
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.ports['nodered']}"

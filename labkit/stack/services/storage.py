@@ -42,6 +42,7 @@ What it cannot express (the gaps):
 from __future__ import annotations
 
 import json
+import ssl
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -58,7 +59,8 @@ from labkit.stack.install import GoBinary, InstallStep
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.secrets import LabSecrets
 from labkit.stack.services.base import Service
-from labkit.stack.services.declarations import Hop, RemoteEndpoint, hop_address, hop_url
+from labkit.stack.services.catalog import hop_url
+from labkit.stack.services.declarations import Hop, RemoteEndpoint, hop_address
 from labkit.stack.versions import pin
 
 TOPIC = "dit247"
@@ -70,11 +72,16 @@ ACTION_ROLE = "user"
 # count as PutObject; AbortMultipartUpload lets a failed big upload clean up.
 READ_OBJECTS = ("s3:GetObject",)
 WRITE_OBJECTS = ("s3:PutObject", "s3:AbortMultipartUpload")
+# versitygw writes each object through an unnamed file in <bucket>/.sgwtmp (created with the
+# process's umask); while that dir is missing it falls back to a named temp file that it then
+# chmods 0644 itself, so the lab makes the dir with the bucket (keep_bucket_private).
+BUCKET_TMP_DIR = ".sgwtmp"
 
 
 class _Gateway(Service):
     pin_key = "versitygw"
     on_image_path = True
+    serves_tls = True  # S3 requests are signed with a store account's key, so both gateways speak TLS
     hint = "versitygw sends a test event at start, so its event target must be up first"
 
     def install_step(self) -> InstallStep:
@@ -99,26 +106,33 @@ class _Gateway(Service):
 
     def environment(self) -> dict[str, str]:
         s = self.ctx.secrets
-        return {"ROOT_ACCESS_KEY": s.s3_access_key.get_secret_value(),
-                "ROOT_SECRET_KEY": s.s3_secret_key.get_secret_value()}
+        env = {"ROOT_ACCESS_KEY": s.s3_access_key.get_secret_value(),
+               "ROOT_SECRET_KEY": s.s3_secret_key.get_secret_value()}
+        if self.tls:  # Go's HTTP client (the webhook's) trusts the lab's CA, and nothing else
+            env["SSL_CERT_FILE"] = str(self.tls.ca_file)
+        return env
 
     def command(self) -> list[str]:
         binary = self.install_step().target(self.config.cache_dir) / "versitygw"
-        return [str(binary), "--port", f"{self.host}:{self.port()}", "--health", "/health",
-                "--quiet", "--iam-dir", str(self.iam_dir), *self.event_flags(), "posix", str(self.root)]
+        tls = ["--cert", str(self.tls.cert_file), "--key", str(self.tls.key_file)] if self.tls else []
+        return [str(binary), "--port", f"{self.host}:{self.port()}", *tls, "--health", "/health",
+                "--quiet", "--iam-dir", str(self.iam_dir), *self.event_flags(),
+                "posix", "--dir-perms", "0700", str(self.root)]
 
     def event_flags(self) -> list[str]:
         raise NotImplementedError
 
     def prepare(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.iam_dir.mkdir(mode=0o700, exist_ok=True)
+        for bucket in (d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            keep_bucket_private(self.root, bucket.name)
 
     def readiness(self) -> Readiness:
-        return HttpReady(f"{self.endpoint()}/health")
+        return HttpReady(f"{self.endpoint()}/health", verify=self.ctx.verify)
 
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port()}"
+        return f"{self.scheme}://{self.host}:{self.port()}"
 
 
 class Storage(_Gateway):
@@ -128,7 +142,7 @@ class Storage(_Gateway):
     start_order = 60
     default_ports = {"storage": 7070}
     after = ("kafka", "toxiproxy")
-    hops = (Hop("client-store", 8481, upstream="storage", description="uploads from Node-RED to the store"),)
+    hops = (Hop("client-store", 8481, upstream="storage", description="uploads from Node-RED to the store", tls=True),)
     remote = RemoteEndpoint("remote_s3_url", "the S3 endpoint uploads go to")
 
     def event_flags(self) -> list[str]:
@@ -136,7 +150,7 @@ class Storage(_Gateway):
 
     def on_ready(self) -> None:
         """Create (or bring up to date) the action's account; ``storage-out`` reads the same IAM."""
-        ensure_action_account(self.endpoint(), self.ctx.secrets)
+        ensure_action_account(self.endpoint(), self.ctx.secrets, verify=self.ctx.verify)
 
 
 class StorageOut(_Gateway):
@@ -146,7 +160,7 @@ class StorageOut(_Gateway):
     start_order = 70
     default_ports = {"storage-out": 7071}
     after = ("nodered", "toxiproxy")
-    hops = (Hop("action-store", 8484, upstream="storage-out", description="the action's reads and writes"),)
+    hops = (Hop("action-store", 8484, upstream="storage-out", description="the action's reads and writes", tls=True),)
     remote = RemoteEndpoint("remote_s3_out_url", "the S3 endpoint the action writes through")
     output_has_secrets = True  # versitygw prints the webhook URL, and the URL carries the token
 
@@ -170,10 +184,11 @@ class StoreAdmin:
     with AWS SigV4 as the root account, the way ``versitygw admin`` signs it. Secrets
     travel in the request body, never on a command line."""
 
-    def __init__(self, endpoint: str, access_key: str, secret_key: str, timeout_s: float = 10.0):
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, timeout_s: float = 10.0,
+                 verify: ssl.SSLContext | bool = True):
         self.endpoint = endpoint.rstrip("/")
         self.credentials = Credentials(access_key, secret_key)
-        self.http = httpx.Client(timeout=timeout_s)
+        self.http = httpx.Client(timeout=timeout_s, verify=verify)
 
     def __enter__(self) -> "StoreAdmin":
         return self
@@ -224,16 +239,24 @@ class StoreAdmin:
                                "must run with --iam-dir (internal IAM); `labkit logs storage`.")
 
 
-def ensure_action_account(endpoint: str, secrets: LabSecrets) -> None:
-    """Provision the action's store account through the gateway at ``endpoint``.
+def ensure_action_account(endpoint: str, secrets: LabSecrets, verify: ssl.SSLContext | bool = True) -> None:
+    """Provision the action's store account through the gateway at ``endpoint`` (its TLS
+    certificate checked against ``verify``: ``lab.ctx.verify``).
 
     Raises:
         ServiceError: the gateway is unreachable or refused.
     """
     root = (secrets.s3_access_key.get_secret_value(), secrets.s3_secret_key.get_secret_value())
-    with StoreAdmin(endpoint, *root) as admin:
+    with StoreAdmin(endpoint, *root, verify=verify) as admin:
         admin.ensure_user(secrets.action_access_key.get_secret_value(),
                           secrets.action_secret_key.get_secret_value(), ACTION_ROLE)
+
+
+def keep_bucket_private(root: Path, bucket: str) -> None:
+    """Give a bucket of the store rooted at ``root`` its temp dir (0700), so that every object
+    versitygw writes in it is created with the gateway's umask (0600), the first one included."""
+    if (root / bucket).is_dir():
+        (root / bucket / BUCKET_TMP_DIR).mkdir(mode=0o700, exist_ok=True)
 
 
 def bucket_policy(bucket: str, principal: str, actions: tuple[str, ...]) -> str:

@@ -11,6 +11,8 @@ from labkit.stack.services.base import Service
 from labkit.stack.services.catalog import declared_hops
 from labkit.stack.versions import pin
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 
 class Toxiproxy(Service):
     """The fault tool: one proxy per hop that the other services declare."""
@@ -41,11 +43,15 @@ class Toxiproxy(Service):
         return f"http://{self.host}:{self.ports['toxiproxy']}"
 
     def on_ready(self) -> None:
-        """Create one proxy per hop, before the services that connect through them start."""
+        """Create one proxy per hop, before the services that connect through them start; a proxy
+        someone repointed is put back (the hops that carry credentials are TLS, so a repointed
+        one yields nothing reusable, docs/security.md)."""
         client = ToxiproxyClient(self.endpoint())
         for h in declared_hops():
             client.ensure_proxy(h.name, f"{self.host}:{self.config.port(h.listen)}",
-                                f"{self.host}:{self.config.port(h.upstream)}")
+                                f"{self.host}:{self.config.port(h.upstream_for(self.config))}")
+        for name in client.beyond_loopback():  # nothing of the lab listens beyond loopback
+            client.delete_proxy(name)
 
 
 class ToxiproxyClient:
@@ -56,6 +62,12 @@ class ToxiproxyClient:
 
     def proxies(self) -> dict[str, dict]:
         return self._call("GET", "/proxies")
+
+    def beyond_loopback(self) -> list[str]:
+        """The proxies that listen on an address other than loopback (``0.0.0.0``, say): what
+        exposes a port of the lab on the machine's network."""
+        return [name for name, proxy in self.proxies().items()
+                if proxy["listen"].rpartition(":")[0].strip("[]") not in LOOPBACK]
 
     def ensure_proxy(self, name: str, listen: str, upstream: str) -> dict:
         """Create (or re-create, when it differs) a proxy ``listen`` -> ``upstream``."""

@@ -38,6 +38,16 @@ function actionResult(key, overrides = {}) {
     }, overrides);
 }
 
+/** The resize action's result for a version a newer upload of the key replaced (see stack/actions/resize.py). */
+function supersededResult(key, foundAt = 'read', overrides = {}) {
+    return Object.assign({
+        superseded: true, found_at: foundAt, bucket: 'dit247', key: key, bucket_out: 'dit247c',
+        key_out: key.replace(/\.[a-z]+$/, '') + '.jpg', source_etag: '0123abcd', current_etag: '4567ef01',
+        repaired: foundAt === 'after_write', trace_id: 'trace-' + key.replace(/\W/g, ''),
+        t_action_start_ms: T0 + 300, t_action_end_ms: T0 + 310, t_event_ms: T0 + 100
+    }, overrides);
+}
+
 /** The FaaS API's answer to a blocking invoke (?blocking=true&result=false). */
 function activationRecord(result, success = true, status = 'success') {
     return {
@@ -75,6 +85,6 @@ function joinedRecord(key, overrides = {}) {
 }
 
 module.exports = {
-    steps, SCHEMA_FILE, FLOWS_FILE, T0, s3Event, actionResult, activationRecord, actionError, invokedEvent,
-    joinedRecord
+    steps, SCHEMA_FILE, FLOWS_FILE, T0, s3Event, actionResult, supersededResult, activationRecord, actionError,
+    invokedEvent, joinedRecord
 };

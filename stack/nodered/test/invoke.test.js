@@ -2,7 +2,7 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { steps, T0, actionResult, activationRecord, actionError, invokedEvent } = require('./fixtures');
+const { steps, T0, actionResult, activationRecord, actionError, invokedEvent, supersededResult } = require('./fixtures');
 
 test('the invoke request: blocking, the activation record without its result, Basic auth', () => {
     const ev = invokedEvent('a/cat.png');
@@ -14,7 +14,8 @@ test('the invoke request: blocking, the activation record without its result, Ba
         headers: { 'Authorization': 'Basic ' + Buffer.from('uuid:key').toString('base64'),
                    'Content-Type': 'application/json' },
         requestTimeout: 5000,
-        payload: { bucket: 'dit247', key: 'a/cat.png', trace_id: ev.trace_id, t_event_ms: ev.t_event }
+        payload: { bucket: 'dit247', key: 'a/cat.png', etag: '0123abcd', trace_id: ev.trace_id,
+                   t_event_ms: ev.t_event }
     });
     const other = steps.invokeRequest(ev, { faasUrl: 'http://h', auth: '', action: 'my action', timeoutMs: '' });
     assert.equal(other.url, 'http://h/api/v1/namespaces/_/actions/my%20action?blocking=true&result=false');
@@ -29,6 +30,24 @@ test('a resized image is "ok", with its result and activation', () => {
     assert.deepEqual(verdict.activation, { id: 'a1b2c3d4e5f6', start: T0 + 290, end: T0 + 370, duration: 80 });
     assert.equal(verdict.failure, undefined);
     assert.deepEqual(steps.invokeStatus(verdict, 'cat.png'), { fill: 'green', shape: 'dot', text: 'ok cat.png' });
+});
+
+test('without an ETag in the event, the action resizes the version current at its read', () => {
+    const ev = Object.assign(invokedEvent('a/cat.png'), { etag: '' });
+    const payload = steps.invokeRequest(ev, { faasUrl: 'http://h', auth: 'u:k' }).payload;
+    assert.equal('etag' in JSON.parse(JSON.stringify(payload)), false);
+});
+
+test('a superseded version is no failure: its own outcome, with the action\'s result', () => {
+    const result = supersededResult('cat.png', 'read');
+    const verdict = steps.classifyInvoke(200, activationRecord(result));
+    assert.equal(verdict.outcome, 'superseded');
+    assert.equal(verdict.result, result);
+    assert.equal(verdict.failure, undefined);
+    assert.equal(verdict.activation.id, 'a1b2c3d4e5f6');
+    assert.deepEqual(steps.invokeStatus(verdict, 'cat.png'), { fill: 'grey', shape: 'ring', text: 'superseded cat.png' });
+    const notQuite = steps.classifyInvoke(200, activationRecord(Object.assign(actionResult('cat.png'), { superseded: 'yes' })));
+    assert.equal(notQuite.outcome, 'ok'); // only a true flag
 });
 
 test('a bad image is an application error: failed for good, not retried', () => {

@@ -2,7 +2,7 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { steps, T0, joinedRecord, invokedEvent, s3Event } = require('./fixtures');
+const { steps, T0, joinedRecord, invokedEvent, s3Event, supersededResult } = require('./fixtures');
 
 const uploadStamps = (traceId, attempts = 1) =>
     ({ trace_id: traceId, etag: '0123abcd', t_upload_start: T0, t_uploaded: T0 + 80, attempts: attempts, at: T0 + 81 });
@@ -11,7 +11,8 @@ test('the metrics line of an image uploaded through /upload and joined with its 
     const record = joinedRecord('a/cat.png', { invoke_attempts: 2 });
     const line = steps.metricsLine(record, uploadStamps(record.result.trace_id, 3), false);
     assert.deepEqual(line, {
-        key: 'a/cat.png', trace_id: 'trace-acatpng', attempts: 4, upload_attempts: 3, invoke_attempts: 2,
+        key: 'a/cat.png', trace_id: 'trace-acatpng', source_etag: '0123abcd', attempts: 4, upload_attempts: 3,
+        invoke_attempts: 2,
         outcome: 'ok', t_upload_start: T0, t_uploaded: T0 + 80, t_event: T0 + 100, t_invoke_start: T0 + 105,
         t_action_start: T0 + 300, t_action_end: T0 + 361.5, t_webhook: T0 + 400, t_done: T0 + 400,
         completed_by: 'webhook', duration_ms: 400, key_out: 'a/cat.jpg', bucket_out: 'dit247c',
@@ -65,7 +66,8 @@ test('the error line and the dead letter of a failed image', () => {
                      failure: { code: 'not_an_image', message: 'not an image', retryable: false } };
     const line = steps.errorLine(failed, uploadStamps(ev.trace_id, 2), T0 + 999);
     assert.deepEqual(line, {
-        key: 'bad/text.jpg', trace_id: ev.trace_id, attempts: 2, upload_attempts: 2, invoke_attempts: 1,
+        key: 'bad/text.jpg', trace_id: ev.trace_id, source_etag: '0123abcd', attempts: 2, upload_attempts: 2,
+        invoke_attempts: 1,
         outcome: 'error', code: 'not_an_image', error: 'not an image', gave_up: null,
         t_upload_start: T0, t_uploaded: T0 + 80, t_event: ev.t_event, t_invoke_start: ev.t_invoke_start,
         t_action_start: T0 + 200, t_action_end: T0 + 210, t_webhook: null, t_failed: T0 + 999,
@@ -75,6 +77,32 @@ test('the error line and the dead letter of a failed image', () => {
         reason: 'not_an_image', message: 'not an image', gave_up: null, bucket: 'dit247', key: 'bad/text.jpg',
         trace_id: ev.trace_id, attempts: 2, activation_id: 'act9', t_failed: T0 + 999, event: ev.record
     });
+});
+
+test('the stamps of several uploads of one key: each line takes its own upload\'s', () => {
+    const record = joinedRecord('cat.png');
+    const mine = uploadStamps(record.result.trace_id, 2);
+    const line = steps.metricsLine(record, [uploadStamps('an-earlier-upload', 5), mine], false);
+    assert.equal(line.upload_attempts, 2);
+    assert.equal(steps.metricsLine(record, [uploadStamps('someone-else')], false).upload_attempts, null);
+});
+
+test('a superseded version: its own line, no output and no dead letter', () => {
+    const ev = invokedEvent('a/cat.png');
+    const msg = { event: ev, result: supersededResult('a/cat.png', 'before_write', { trace_id: ev.trace_id }),
+                  invoke_attempts: 2, activation: { id: 'act7' } };
+    const line = steps.supersededLine(msg, uploadStamps(ev.trace_id, 1));
+    assert.deepEqual(line, {
+        key: 'a/cat.png', trace_id: ev.trace_id, source_etag: '0123abcd', attempts: 2, upload_attempts: 1,
+        invoke_attempts: 2, outcome: 'superseded', found_at: 'before_write', current_etag: '4567ef01',
+        repaired: false, t_upload_start: T0, t_uploaded: T0 + 80, t_event: ev.t_event,
+        t_invoke_start: ev.t_invoke_start, t_action_start: T0 + 300, t_action_end: T0 + 310, t_webhook: null,
+        t_done: null, duration_ms: null, key_out: 'a/cat.jpg', bucket_out: 'dit247c', activation_id: 'act7'
+    });
+    const gone = steps.supersededLine({ event: ev, result: supersededResult('a/cat.png', 'after_write',
+        { current_etag: null, source_etag: undefined }), invoke_attempts: 1 }, undefined);
+    assert.deepEqual([gone.current_etag, gone.source_etag, gone.repaired, gone.upload_attempts, gone.activation_id],
+        [null, '0123abcd', true, null, null]); // the event's ETag when the result has none
 });
 
 test('a failure after the retries gave up, with nothing known about it', () => {

@@ -89,3 +89,18 @@ test('a message without retry state was tried once, just now', () => {
     const next = steps.nextAttempt(0, settings('fixed'), T0); // the http request node sets msg.retry = 0
     assert.deepEqual(next.retry, { attempt: 2, first_ms: T0, deadline_ms: T0 + 30000 });
 });
+
+test('a permanent error is not retried, whatever the policy', () => {
+    const permanent = { permanent: true, status: 409, reason: '409 ExistingObjectIsDirectory: Existing Object is a directory.' };
+    for (const policy of ['exponential', 'fixed', 'none']) {
+        const next = steps.nextAttempt({ attempt: 1, first_ms: T0, permanent: permanent }, settings(policy), T0 + 3);
+        assert.equal(next.gaveUp, 'not retried after attempt 1: a permanent error (409)', policy);
+        assert.equal(next.retry.gave_up, next.gaveUp);
+        assert.equal(next.retry.attempt, 1);
+        assert.equal(next.delayMs, undefined);
+    }
+    const malformed = steps.nextAttempt({ attempt: 2, first_ms: T0, permanent: { reason: 'x' } }, settings('fixed'), T0);
+    assert.equal(malformed.gaveUp, 'not retried after attempt 2: a permanent error');
+    // a transient failure after it was cleared (permanent: null) keeps its retries
+    assert.equal(steps.nextAttempt({ attempt: 1, first_ms: T0, permanent: null }, settings('fixed'), T0).delayMs, 200);
+});

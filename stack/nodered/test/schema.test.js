@@ -2,7 +2,7 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { steps, T0, joinedRecord, invokedEvent } = require('./fixtures');
+const { steps, T0, joinedRecord, invokedEvent, supersededResult } = require('./fixtures');
 const { lineErrors } = require('./schema');
 
 /** A line as it is written to the file: built by the module, through JSON. */
@@ -23,6 +23,10 @@ function builtLines() {
         'error, gave up, nothing known': steps.errorLine({ event: Object.assign({}, ev, { trace_id: undefined,
             t_invoke_start: undefined }), failure: { code: 'faas_unreachable', message: '',
             gave_up: 'gave up after 10 attempts' } }, undefined, T0),
+        'superseded at the read': steps.supersededLine({ event: ev, invoke_attempts: 1,
+            result: supersededResult('bad.jpg', 'read', { current_etag: null }) }, undefined),
+        'superseded after the write, repaired': steps.supersededLine({ event: ev, invoke_attempts: 3,
+            activation: { id: 'a' }, result: supersededResult('bad.jpg', 'after_write') }, stamps),
         'malformed': steps.malformedLine(steps.parseEvent('nope', kafka, 'dit247', T0).malformed, kafka, 'nope'),
         'malformed, no value': steps.malformedLine(steps.parseEvent(null, kafka, 'dit247', T0).malformed, kafka, null)
     };
@@ -48,7 +52,12 @@ test('the schema notices a line that drifts', () => {
         'fractional attempts': Object.assign({}, ok, { attempts: 1.5 }),
         'an error line with a duration': Object.assign(written(lines.error), { duration_ms: 5 }),
         'a malformed line with a key': Object.assign(written(lines.malformed), { key: 'k' }),
-        'a numeric Kafka offset': Object.assign(written(lines.malformed), { kafka_offset: 17 })
+        'a numeric Kafka offset': Object.assign(written(lines.malformed), { kafka_offset: 17 }),
+        'a superseded line with an end': Object.assign(written(lines['superseded at the read']), { t_done: T0 }),
+        'a superseded line found nowhere': Object.assign(written(lines['superseded at the read']), { found_at: 'later' }),
+        'a superseded line without its version': Object.assign(written(lines['superseded at the read']),
+            { source_etag: undefined }),
+        'an empty ETag': Object.assign({}, ok, { source_etag: '' })
     };
     for (const [what, line] of Object.entries(broken)) {
         assert.notDeepEqual(lineErrors(written(line)), [], what);

@@ -139,6 +139,19 @@ test('stale map entries go, fresh ones stay', () => {
     assert.deepEqual(map, { b: { at: T0 + 5 } });
 });
 
+test('a list of entries under one key keeps its fresh ones (several uploads of a key)', () => {
+    const map = { k: [{ trace_id: 'a', at: T0 }, { trace_id: 'b', at: T0 + 50 }], gone: [{ at: T0 }], empty: [] };
+    steps.dropStale(map, T0 + 105, 100);
+    assert.deepEqual(map, { k: [{ trace_id: 'b', at: T0 + 50 }] });
+});
+
+test('the sweep drops old trace claims too', () => {
+    const state = { pending: {}, uploads: {}, alerted: {}, traces: { 'k\u0000t': { event: 'kafka:0:1', at: T0 } } };
+    steps.join(state, { side: 'sweep' }, T0 + 200000, SETTINGS);
+    assert.deepEqual(state.traces, {});
+    steps.join({ pending: {}, uploads: {}, alerted: {} }, { side: 'sweep' }, T0, SETTINGS); // no claims yet: fine
+});
+
 test('the output check completes a waiting half when the object is there', () => {
     const pending = {};
     const { check } = steps.joinHalves(pending, invokeMsg('cat.png'), T0 + 400, SETTINGS);

@@ -8,15 +8,20 @@
  * without a running stack (stack/nodered/test/).
  *
  * One file per stage: upload, events, invoke, webhook (and the join), record; retry is the
- * retry subflow's decision; shared holds the helpers every stage uses.
+ * retry subflow's decision; trace gives each upload's event its own trace id; keys holds the
+ * rules for object keys; shared holds the helpers every stage uses. intake is the upload
+ * endpoint's door: HTTP middleware that settings.js runs before the flow, not a step.
  */
 'use strict';
 
 module.exports = Object.assign({},
     require('./shared'),
     require('./retry'),
+    require('./keys'),
+    require('./intake'),
     require('./upload'),
     require('./events'),
+    require('./trace'),
     require('./invoke'),
     require('./webhook'),
     require('./record'));

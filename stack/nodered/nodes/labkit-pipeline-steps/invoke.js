@@ -7,7 +7,8 @@
 const { num } = require('./shared');
 
 /**
- * The http request node's input for one invoke of the action on `event`'s object.
+ * The http request node's input for one invoke of the action on `event`'s object, at the
+ * version the event names (its ETag: the action reads that version or reports it superseded).
  *
  * @param settings {faasUrl, auth ("uuid:key"), action (default "resize"), timeoutMs (default 75000)}
  * @returns {url, method, headers, requestTimeout, payload} to set on the message
@@ -23,7 +24,8 @@ function invokeRequest(event, settings) {
             'Content-Type': 'application/json'
         },
         requestTimeout: num(settings.timeoutMs, 75000),
-        payload: { bucket: event.bucket, key: event.key, trace_id: event.trace_id, t_event_ms: event.t_event }
+        payload: { bucket: event.bucket, key: event.key, etag: event.etag || undefined, trace_id: event.trace_id,
+                   t_event_ms: event.t_event }
     };
 }
 
@@ -55,6 +57,8 @@ function platformFailure(status, payload, body, response) {
  * Sort the invoke's answer.
  *
  * - "ok": the action resized the image (`result` is its result);
+ * - "superseded": the event's version was no longer the source's current one, so the action
+ *   resized nothing (`result` says when it found out, and the current version); not a failure;
  * - "retry": 5xx, a 202 (still running), 408, 429, timeouts and connection errors, and
  *   application errors the action marks retryable (the store was unreachable);
  * - "failed": no retry: an application error (a bad image) or another 4xx.
@@ -70,7 +74,8 @@ function classifyInvoke(status, payload) {
     const activation = body
         ? { id: body.activationId, start: body.start, end: body.end, duration: body.duration } : undefined;
     if (status === 200 && response && response.success && response.result && !response.result.error) {
-        return { outcome: 'ok', activation: activation, result: response.result };
+        const outcome = response.result.superseded === true ? 'superseded' : 'ok';
+        return { outcome: outcome, activation: activation, result: response.result };
     }
     if (response && response.status === 'application error') {
         const error = (response.result && response.result.error) || {};
@@ -87,6 +92,9 @@ function classifyInvoke(status, payload) {
 function invokeStatus(verdict, key) {
     if (verdict.outcome === 'ok') {
         return { fill: 'green', shape: 'dot', text: 'ok ' + key };
+    }
+    if (verdict.outcome === 'superseded') {
+        return { fill: 'grey', shape: 'ring', text: 'superseded ' + key };
     }
     const retry = verdict.outcome === 'retry';
     return { fill: retry ? 'yellow' : 'red', shape: retry ? 'ring' : 'dot', text: verdict.failure.code + ' ' + key };

@@ -8,9 +8,13 @@
 
 const { numOrNull } = require('./shared');
 
-/** The stamps of `upload` (flow context "uploads"[key]) when they belong to this image's trace, else null. */
+/**
+ * The stamps of the upload of this image's trace, else null.
+ *
+ * @param upload flow context "uploads"[key]: one upload's stamps, or a list of them
+ */
 function ownUpload(upload, traceId) {
-    return upload && upload.trace_id === traceId ? upload : null;
+    return [].concat(upload || []).find(u => u && u.trace_id === traceId) || null;
 }
 
 /**
@@ -40,7 +44,7 @@ function metricsLine(record, upload, expired) {
     const tDone = record.t_webhook !== null && record.t_webhook !== undefined ? record.t_webhook
         : record.completed_by === 'check' ? numOrNull(res.t_action_end_ms) : null;
     return {
-        key: ev.key, trace_id: res.trace_id,
+        key: ev.key, trace_id: res.trace_id, source_etag: res.source_etag || null,
         attempts: (uploadAttempts || 1) + record.invoke_attempts - 1,
         upload_attempts: uploadAttempts, invoke_attempts: record.invoke_attempts,
         outcome: expired ? 'no_webhook' : 'ok',
@@ -67,10 +71,10 @@ function metricsLine(record, upload, expired) {
 function errorLine(failed, upload, now) {
     const ev = failed.event;
     const f = failed.failure || {};
-    const mine = upload && (!ev.trace_id || upload.trace_id === ev.trace_id) ? upload : null;
+    const mine = ev.trace_id ? ownUpload(upload, ev.trace_id) : [].concat(upload || []).slice(-1)[0] || null;
     const act = failed.activation || {};
     return {
-        key: ev.key, trace_id: ev.trace_id || null,
+        key: ev.key, trace_id: ev.trace_id || null, source_etag: ev.etag || null,
         attempts: (mine ? mine.attempts : 1) + (failed.invoke_attempts || 1) - 1,
         upload_attempts: mine ? mine.attempts : null, invoke_attempts: failed.invoke_attempts || null,
         outcome: 'error', code: f.code || 'unknown', error: f.message || null, gave_up: f.gave_up || null,
@@ -78,6 +82,32 @@ function errorLine(failed, upload, now) {
         t_event: ev.t_event, t_invoke_start: ev.t_invoke_start || null,
         t_action_start: act.start || null, t_action_end: act.end || null, t_webhook: null, t_failed: now,
         duration_ms: null, bucket: ev.bucket, activation_id: act.id || null
+    };
+}
+
+/**
+ * The metrics line of a version the action did not resize because a newer upload of the key
+ * replaced it (outcome "superseded"): not a failure, and no dead letter.
+ *
+ * @param superseded the message: {event, result (the action's superseded result), activation, invoke_attempts}
+ * @param upload the flow's stamps of the upload of superseded.event.key, if any
+ */
+function supersededLine(superseded, upload) {
+    const ev = superseded.event;
+    const res = superseded.result;
+    const mine = ownUpload(upload, res.trace_id);
+    return {
+        key: ev.key, trace_id: res.trace_id, source_etag: res.source_etag || ev.etag || null,
+        attempts: (mine ? mine.attempts : 1) + superseded.invoke_attempts - 1,
+        upload_attempts: mine ? mine.attempts : null, invoke_attempts: superseded.invoke_attempts,
+        outcome: 'superseded', found_at: res.found_at, current_etag: res.current_etag || null,
+        repaired: res.repaired === true,
+        t_upload_start: mine ? mine.t_upload_start : numOrNull(res.t_upload_start_ms),
+        t_uploaded: mine ? mine.t_uploaded : numOrNull(res.t_uploaded_ms), t_event: ev.t_event,
+        t_invoke_start: ev.t_invoke_start, t_action_start: numOrNull(res.t_action_start_ms),
+        t_action_end: numOrNull(res.t_action_end_ms), t_webhook: null, t_done: null, duration_ms: null,
+        key_out: res.key_out, bucket_out: res.bucket_out,
+        activation_id: superseded.activation ? superseded.activation.id : null
     };
 }
 
@@ -169,5 +199,5 @@ function slaAlert(line, slaMs, alerted, now) {
 }
 
 module.exports = {
-    metricsLine, errorLine, deadLetter, malformedLine, chartPoint, thresholdPoint, alertMail, slaAlert
+    metricsLine, errorLine, supersededLine, deadLetter, malformedLine, chartPoint, thresholdPoint, alertMail, slaAlert
 };

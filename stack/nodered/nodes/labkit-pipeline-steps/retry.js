@@ -1,9 +1,11 @@
 /**
  * The retry subflow's decision: run a failed operation again, and after how long, or give up.
  *
- * The state travels with the message: msg.retry = {attempt, first_ms, deadline_ms}, where
- * attempt counts the attempts made so far. Policies: "none"; "fixed" (baseMs before each
- * retry); "exponential" with full jitter: sleep = random(0, min(capMs, baseMs * 2^attempt)).
+ * The state travels with the message: msg.retry = {attempt, first_ms, deadline_ms, permanent},
+ * where attempt counts the attempts made so far, and the failed operation sets `permanent`
+ * (an object with its `reason`) when no retry can succeed: then there is none, whatever the
+ * policy. Policies: "none"; "fixed" (baseMs before each retry); "exponential" with full
+ * jitter: sleep = random(0, min(capMs, baseMs * 2^attempt)).
  */
 'use strict';
 
@@ -34,6 +36,10 @@ function backoffMs(policy, attempt, random = Math.random) {
 
 /** Why there is no next attempt (a sentence), or null when there is one starting at `startsAt`. */
 function giveUpReason(policy, retry, startsAt) {
+    if (retry.permanent) {
+        const status = retry.permanent.status ? ' (' + retry.permanent.status + ')' : '';
+        return 'not retried after attempt ' + retry.attempt + ': a permanent error' + status;
+    }
     if (policy.policy !== 'fixed' && policy.policy !== 'exponential') {
         return "retry policy '" + policy.policy + "': no retries";
     }

@@ -3,6 +3,10 @@
  */
 'use strict';
 
+const { AsyncLocalStorage } = require('node:async_hooks');
+const http = require('node:http');
+const https = require('node:https');
+
 /** `value` as a finite number (numbers and numeric strings), else `fallback` (also for "" and null). */
 function num(value, fallback) {
     const n = Number(value);
@@ -34,10 +38,49 @@ function s3Options(url, accessKey, secretKey) {
     };
 }
 
+// The store's answers within one withStoreStatus call. minio-js builds its S3Error from the
+// answer's XML without the HTTP status, and reports 5xx, 408 and 429 as plain Errors.
+const answers = new AsyncLocalStorage();
+
+/**
+ * An http(s) module for minio-js (its `transport` option) that notes the status of each answer
+ * for the withStoreStatus call that sent the request.
+ */
+function statusNotingTransport(base) {
+    return {
+        request(options, callback) {
+            const seen = answers.getStore(); // the call this request belongs to, if any
+            return base.request(options, response => {
+                if (seen) {
+                    seen.status = response.statusCode;
+                }
+                callback(response);
+            });
+        }
+    };
+}
+
+/**
+ * Run `call` (a store request through s3client's client); a failure comes back with
+ * `err.storeStatus`, the HTTP status of the store's last answer (undefined when none came).
+ */
+async function withStoreStatus(call) {
+    const seen = {};
+    try {
+        return await answers.run(seen, call);
+    } catch (err) {
+        if (err && typeof err === 'object' && seen.status !== undefined) {
+            err.storeStatus = seen.status;
+        }
+        throw err;
+    }
+}
+
 const clients = new WeakMap(); // Minio library -> Map(endpoint and account -> client)
 
 /**
- * One minio-js client per endpoint and account, built on first use.
+ * One minio-js client per endpoint and account, built on first use. Its requests note the
+ * store's status for withStoreStatus.
  *
  * @param Minio the minio library (function nodes get it as global.get("minio"))
  * @throws when the library is missing or the URL is not one
@@ -52,9 +95,11 @@ function s3client(Minio, url, accessKey, secretKey) {
     const built = clients.get(Minio);
     const id = [url, accessKey, secretKey].join('\u0000');
     if (!built.has(id)) {
-        built.set(id, new Minio.Client(s3Options(url, accessKey, secretKey)));
+        const options = s3Options(url, accessKey, secretKey);
+        options.transport = statusNotingTransport(options.useSSL ? https : http);
+        built.set(id, new Minio.Client(options));
     }
     return built.get(id);
 }
 
-module.exports = { num, numOrNull, errText, unquote, s3Options, s3client };
+module.exports = { num, numOrNull, errText, unquote, s3Options, s3client, statusNotingTransport, withStoreStatus };

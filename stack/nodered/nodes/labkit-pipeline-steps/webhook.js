@@ -142,15 +142,15 @@ function expireHalves(pending, now, ttlMs) {
     return expired;
 }
 
-// Stale halves, upload stamps and alert marks are dropped at most this often (and on every sweep).
+// Stale halves, upload stamps, trace claims and alert marks are dropped at most this often (and on every sweep).
 const SWEEP_EVERY_MS = 5000;
 
 /**
  * The join step: joinHalves, and now and then (a sweep message, or SWEEP_EVERY_MS since the last
  * time) expireHalves and dropStale, so the flow's memory stays bounded.
  *
- * @param state the flow's state, changed in place: {pending, uploads, alerted, swept} (swept: the
- *        last sweep's time)
+ * @param state the flow's state, changed in place: {pending, uploads, traces, alerted, swept} (swept:
+ *        the last sweep's time; traces may be missing)
  * @param settings {outBucket, graceMs, ttlMs}
  * @returns {done, expired, check}: messages for the join node's three outputs
  */
@@ -161,16 +161,24 @@ function join(state, msg, now, settings) {
         state.swept = now;
         expired = expireHalves(state.pending, now, settings.ttlMs);
         dropStale(state.uploads, now, settings.ttlMs);
+        dropStale(state.traces || {}, now, settings.ttlMs);
         dropStale(state.alerted, now, settings.ttlMs);
     }
     return { done: joined.done, expired: expired, check: joined.check };
 }
 
-/** Drop the entries of a map of {at, ...} (flow context "uploads", "alerted") older than `ttlMs`; returns the map. */
+/**
+ * Drop the entries of a map of {at, ...} (flow context "uploads", "traces", "alerted") older than
+ * `ttlMs`; an entry that is a list of them keeps its young ones. Returns the map.
+ */
 function dropStale(map, now, ttlMs) {
+    const young = entry => now - ((entry && entry.at) || 0) <= ttlMs;
     for (const k of Object.keys(map)) {
-        if (now - (map[k].at || 0) > ttlMs) {
+        const kept = Array.isArray(map[k]) ? map[k].filter(young) : young(map[k]) ? map[k] : [];
+        if (Array.isArray(kept) && kept.length === 0) {
             delete map[k];
+        } else {
+            map[k] = kept;
         }
     }
     return map;
