@@ -166,12 +166,15 @@ test('the output check completes a waiting half when the object is there', () =>
     assert.equal(steps.completeByCheck(pending, msg, { etag: 'feed01' }), null); // already done
 });
 
-test('the output check leaves the half alone for another version, or once the webhook joined it', () => {
+test('the output check completes a half whose output a later write replaced, and leaves one the webhook joined', () => {
     const pending = {};
     const msg = steps.joinHalves(pending, invokeMsg('cat.png'), T0 + 400, SETTINGS).check[0];
-    assert.equal(steps.completeByCheck(pending, msg, { etag: 'other' }), null);
-    assert.equal(pending['cat.jpg'].length, 1);
-    assert.ok(steps.completeByCheck(pending, msg, { etag: '' })); // the store gave no ETag: take it
+    const replaced = steps.completeByCheck(pending, msg, { etag: 'other' }); // a newer version's output
+    assert.equal(replaced.completed_by, 'check');
+    assert.equal(replaced.etag, 'feed01');
+    assert.deepEqual(pending, {});
+    const blank = steps.joinHalves(pending, invokeMsg('cat.png'), T0 + 450, SETTINGS).check[0];
+    assert.ok(steps.completeByCheck(pending, blank, { etag: '' })); // the store gave no ETag: take it
     const again = steps.joinHalves(pending, invokeMsg('cat.png'), T0 + 500, SETTINGS).check[0];
     steps.joinHalves(pending, hookMsg('cat.jpg', 'feed01', T0 + 600), T0 + 600, SETTINGS);
     assert.equal(steps.waitingHalf(pending, again), undefined);

@@ -193,15 +193,15 @@ function waitingHalf(pending, check) {
 /**
  * The output object is in the store (`stat`, minio's statObject): complete the waiting half.
  *
+ * The action answered only after its write was stored, so an object of another ETag there is
+ * a later write that replaced this one (a newer version's output): the record completes all
+ * the same. Waiting for a webhook that the store may have dropped would leave the version
+ * without a line until the sweep (PENDING_TTL_MS), as if it had not been resized.
+ *
  * @returns the record (t_webhook null, completed_by "check"; its end is the action's end, which
- *          wrote the object), taken out of `pending`; or null when the object in the store is
- *          another version (the sweep decides) or the half was joined meanwhile
+ *          wrote the object), taken out of `pending`; or null when the half was joined meanwhile
  */
 function completeByCheck(pending, check, stat) {
-    const etag = unquote(stat && stat.etag) || null;
-    if (check.etag && etag && etag !== check.etag) {
-        return null;
-    }
     const list = pending[check.key_out] || [];
     const i = list.indexOf(waitingHalf(pending, check));
     if (i < 0) {
