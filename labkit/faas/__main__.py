@@ -51,8 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap on worker processes across all actions (default 2 x CPUs)")
     p.add_argument("--blocking-timeout-s", type=_positive_float, default=60.0,
                    help="blocking invokes answer 202 with the id after this long (default 60, as OpenWhisk)")
-    p.add_argument("--memory-headroom-mb", type=int, default=256,
-                   help="address space allowed on top of an action's memory limit (RLIMIT_AS; default 256)")
     p.add_argument("--max-payload-bytes", type=_positive_int, default=1024 * 1024,
                    help="largest invocation body and action result (default 1 MiB, as OpenWhisk)")
     p.add_argument("--max-action-bytes", type=_positive_int, default=48 * 1024 * 1024,
@@ -90,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout_s=args.idle_timeout_s,
         max_workers=args.max_workers,
         blocking_timeout_s=args.blocking_timeout_s,
-        memory_headroom_mb=args.memory_headroom_mb,
         max_action_bytes=args.max_action_bytes,
         max_payload_bytes=args.max_payload_bytes,
         activation_ring=args.activation_ring,

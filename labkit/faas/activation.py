@@ -32,13 +32,15 @@ class Verdict:
 
     Attributes:
         status_code: 0 success, 1 application error, 2 developer error, 3 internal error.
-        result: The ``response.result`` object.
+        result: The ``response.result``: an object, or a list an action returned.
         timed_out: Whether the time limit was hit.
+        size: Length in bytes of the action's JSON answer (``response.size``), when it gave one.
     """
 
     status_code: int
-    result: dict[str, Any]
+    result: dict[str, Any] | list[Any]
     timed_out: bool = False
+    size: int | None = None
 
 
 @dataclass
@@ -103,27 +105,25 @@ def judge_run(outcome: Outcome, timeout_ms: int, max_result_bytes: int) -> Verdi
 
 
 def _judge_reply(reply: dict[str, Any], max_result_bytes: int) -> Verdict:
-    """Classify a reply envelope from the launcher."""
+    """Classify a reply envelope from the launcher (an object with ``error`` is an application error)."""
     if not reply.get("ok"):
         kind, detail = reply.get("kind"), str(reply.get("error", ""))
-        if kind == "memory":
-            return _developer(Msg.MEMORY)
         if kind == "not_dict":
             return _developer(Msg.NOT_A_DICT)
         if kind == "invalid":
             return _developer(Msg.INVALID_RESPONSE.format(detail=detail))
         return _developer(detail or Msg.ABNORMAL_RUN)
     result = reply.get("result")
-    if not isinstance(result, dict):
+    if not isinstance(result, (dict, list)):
         return _developer(Msg.NOT_A_DICT)
-    size = len(json.dumps(result).encode("utf-8"))
+    size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))
     if size > max_result_bytes:
         return _developer(
             f"The action produced a response that exceeded the allowed length: {size} > {max_result_bytes} bytes."
         )
-    if "error" in result:
-        return Verdict(APPLICATION_ERROR, result)
-    return Verdict(SUCCESS, result)
+    if isinstance(result, dict) and "error" in result:
+        return Verdict(APPLICATION_ERROR, result, size=size)
+    return Verdict(SUCCESS, result, size=size)
 
 
 def build_record(action: dict[str, Any], activation_id: str, execution: Execution) -> dict[str, Any]:
@@ -163,6 +163,7 @@ def build_record(action: dict[str, Any], activation_id: str, execution: Executio
             "statusCode": verdict.status_code,
             "success": verdict.status_code == SUCCESS,
             "result": verdict.result,
+            **({"size": verdict.size} if verdict.size is not None else {}),
         },
         "logs": execution.logs,
         "annotations": annotations,

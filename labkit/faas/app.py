@@ -30,6 +30,7 @@ from labkit.faas.http import (
     _int_param,
     _namespace,
     _page,
+    _transaction_id,
     _validation_message,
     error_response,
 )
@@ -139,7 +140,10 @@ class FaasService:
         """``GET /namespaces/{ns}/actions``."""
         ns = _namespace(request)
         limit, skip = _page(request, "actions")
-        return JSONResponse([_summary(a) for a in self.actions.list(ns)[skip : skip + limit]])
+        actions = self.actions.list(ns)
+        if _flag(request, "count"):
+            return JSONResponse({"actions": len(actions)})
+        return JSONResponse([_summary(a) for a in actions[skip : skip + limit]])
 
     async def get_action(self, request: Request) -> Response:
         """``GET /namespaces/{ns}/actions/{name}`` (``code=false`` omits the code)."""
@@ -192,10 +196,13 @@ class FaasService:
         params = await _read_json(request, self.settings.max_payload_bytes, "request entity")
         if not isinstance(params, dict):
             raise HTTPException(400, f"{Msg.MALFORMED}the invocation parameters must be a JSON object")
-        auth_key = self.settings.auth.basic
         activation_id = new_activation_id()
-        task = self._submit(Invocation(action, params, activation_id, arrived, api_key=auth_key))
-        accepted = JSONResponse({"activationId": activation_id}, status_code=202)
+        # OpenWhisk takes the transaction id from X-Request-ID when the caller sends one
+        transaction_id = request.headers.get("x-request-id", "")[:64] or _transaction_id()
+        task = self._submit(Invocation(action, params, activation_id, arrived, api_key=self.settings.auth.basic,
+                                       transaction_id=transaction_id))
+        headers = {"x-openwhisk-activation-id": activation_id}
+        accepted = JSONResponse({"activationId": activation_id}, status_code=202, headers=headers)
         if not _flag(request, "blocking"):
             return accepted
         # OpenWhisk waits a bounded time, then hands back the id to poll.
@@ -205,7 +212,7 @@ class FaasService:
         record = task.result()
         status = HTTP_STATUS[record["response"]["statusCode"]]
         body = record["response"]["result"] if _flag(request, "result") else record
-        return JSONResponse(body, status_code=status, headers={"x-openwhisk-activation-id": activation_id})
+        return JSONResponse(body, status_code=status, headers=headers)
 
     def _submit(self, inv: Invocation) -> asyncio.Task[Record]:
         """Run an activation in the background; the task yields its record."""
@@ -228,14 +235,17 @@ class FaasService:
         limit, skip = _page(request, "activations")
         since = _int_param(request, "since", -1, "activations")
         upto = _int_param(request, "upto", -1, "activations")
+        count = _flag(request, "count")
         records = self.activations.list(
             ns,
             name=request.query_params.get("name"),
-            limit=limit,
-            skip=skip,
+            limit=self.settings.activation_ring if count else limit,
+            skip=0 if count else skip,
             since=since if since >= 0 else None,
             upto=upto if upto >= 0 else None,
         )
+        if count:
+            return JSONResponse({"activations": len(records)})
         if not _flag(request, "docs"):
             records = [_activation_summary(r) for r in records]
         return JSONResponse(records)

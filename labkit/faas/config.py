@@ -71,8 +71,6 @@ class RunnerSettings:
         idle_timeout_s: Warm workers idle this long are stopped.
         max_workers: Cap on worker processes across all actions.
         blocking_timeout_s: How long a blocking invoke waits before answering 202.
-        memory_headroom_mb: Address-space allowance on top of the memory limit
-            (RLIMIT_AS), covering interpreter and shared-library mappings.
         max_action_bytes: Largest action PUT body.
         max_payload_bytes: Largest invocation body.
         activation_ring: Activations kept in memory.
@@ -87,7 +85,6 @@ class RunnerSettings:
     idle_timeout_s: float = 600.0
     max_workers: int = field(default_factory=default_max_workers)
     blocking_timeout_s: float = 60.0
-    memory_headroom_mb: int = 256
     max_action_bytes: int = 48 * 1024 * 1024
     max_payload_bytes: int = 1024 * 1024
     activation_ring: int = 10_000

@@ -11,10 +11,13 @@ from labkit.faas.models import (
     KeyValue,
     Msg,
     bump_patch,
+    is_binary_code,
     merge_limits,
 )
 from labkit.faas.pool import now_ms
 from labkit.faas.store import Record
+
+API_KEY_ANNOTATION = "provide-api-key"
 
 
 def _kv_list(entries: list[KeyValue]) -> list[dict[str, Any]]:
@@ -29,7 +32,7 @@ def _kv_list(entries: list[KeyValue]) -> list[dict[str, Any]]:
 
 def _summary(action: Record) -> Record:
     """An action as OpenWhisk lists it: exec without code."""
-    exec_ = {"kind": action["exec"]["kind"], "binary": False}
+    exec_ = {"kind": action["exec"]["kind"], "binary": bool(action["exec"].get("binary"))}
     return {**action, "exec": exec_}
 
 
@@ -53,7 +56,8 @@ def build_action(namespace: str, name: str, put: ActionPut, existing: Record | N
     if put.exec is None and existing is None:
         raise HTTPException(400, f"{Msg.MALFORMED}requirement failed: exec undefined")
     if put.exec is not None:
-        exec_: Record = {"kind": put.exec.kind, "code": put.exec.code or "", "binary": False}
+        code = put.exec.code or ""
+        exec_: Record = {"kind": put.exec.kind, "code": code, "binary": is_binary_code(code)}
         if put.exec.main:
             exec_["main"] = put.exec.main
     else:
@@ -62,6 +66,9 @@ def build_action(namespace: str, name: str, put: ActionPut, existing: Record | N
     # Fields left out of an update keep their stored value, as in OpenWhisk.
     annotations = _kv_list(put.annotations) if put.annotations is not None else old.get("annotations", [])
     annotations = [a for a in annotations if a["key"] != "exec"] + [{"key": "exec", "value": exec_["kind"]}]
+    if existing is None and not any(a["key"] == API_KEY_ANNOTATION for a in annotations):
+        # OpenWhisk adds it on create only: a new action gets no API key unless it asks for one
+        annotations.append({"key": API_KEY_ANNOTATION, "value": False})
     parameters = _kv_list(put.parameters) if put.parameters is not None else old.get("parameters", [])
     return {
         "namespace": namespace,

@@ -39,6 +39,7 @@ class Invocation:
         activation_id: The id announced to the caller.
         arrived_ms: Epoch ms when the request arrived (for ``waitTime``).
         api_key: Passed to the action only if it asks (``provide-api-key``).
+        transaction_id: The request's transaction id (``__OW_TRANSACTION_ID``).
     """
 
     action: dict[str, Any]
@@ -46,6 +47,7 @@ class Invocation:
     activation_id: str
     arrived_ms: int
     api_key: str | None = None
+    transaction_id: str = ""
 
 
 class ActionPool:
@@ -74,7 +76,10 @@ def _fq_name(action: Mapping[str, Any]) -> str:
 
 
 def _wants_api_key(action: Mapping[str, Any]) -> bool:
-    return bool(kv_to_dict(action.get("annotations", [])).get("provide-api-key"))
+    """OpenWhisk's rule: a truthy ``provide-api-key``, and no annotation at all counts as yes (an
+    action stored before the annotation existed); every action created here carries one."""
+    annotations = kv_to_dict(action.get("annotations", []))
+    return "provide-api-key" not in annotations or bool(annotations["provide-api-key"])
 
 
 def prewarm_count(action: Mapping[str, Any]) -> int:
@@ -96,7 +101,7 @@ def init_message(action: Mapping[str, Any], api_host: str) -> dict[str, Any]:
         "name": action["name"],
         "main": exec_.get("main") or "main",
         "code": exec_.get("code") or "",
-        "binary": False,
+        "binary": bool(exec_.get("binary")),
         "env": {
             "__OW_API_HOST": api_host,
             "__OW_NAMESPACE": action["namespace"],
@@ -117,6 +122,7 @@ def run_message(inv: Invocation) -> dict[str, Any]:
         "action_version": action["version"],
         "activation_id": inv.activation_id,
         "deadline": str(now_ms() + action["limits"]["timeout"]),
+        "transaction_id": inv.transaction_id,
     }
     if inv.api_key and _wants_api_key(action):
         message["api_key"] = inv.api_key

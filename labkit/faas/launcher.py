@@ -12,27 +12,35 @@ Messages:
     init: ``{"value": {"name", "main", "code", "binary", "env"}}``
         -> ``{"ok": true}`` or ``{"ok": false, "error": "..."}``
     run: ``{"value": {params}, "namespace", "action_name", "activation_id",
-        "deadline", ...}`` -> ``{"ok": true, "result": {...}}`` or
-        ``{"ok": false, "kind": "raised"|"not_dict"|"invalid"|"memory", "error": "..."}``
+        "deadline", "transaction_id", ...}`` -> ``{"ok": true, "result": ...}`` or
+        ``{"ok": false, "kind": "not_dict"|"invalid", "error": "..."}``
 
-Replies wrap the result in a small envelope so the runner can tell an
-exception (developer error) from a returned ``{"error": ...}`` (application
-error). This file imports nothing from labkit: it must stay light and must
+As in OpenWhisk's Python runtime, an action that raises answers ``{"error": str(exception)}``
+(an application error) with the traceback on stderr, a dictionary or a list is a result, and
+anything else is the platform's "did not return a dictionary or array". A binary action is a
+base64 zip: it is unpacked into the working directory, its ``exec`` or ``__main__.py`` becomes
+``main__.py``, and a ``virtualenv/`` in it is activated through its ``bin/activate_this.py``.
+
+This file imports nothing from labkit: it must stay light and must
 not pull the runner's dependencies into every worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import ctypes
 import importlib.util
+import io
 import json
 import os
-import resource
+import shutil
 import signal
 import sys
 import traceback
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -52,12 +60,6 @@ def _die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)
-
-
-def _limit_memory(limit_bytes: int) -> None:
-    """Cap the address space so a runaway allocation raises MemoryError."""
-    if limit_bytes > 0:
-        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
 
 def _protocol_streams(reply_fd: int) -> tuple[BinaryIO, BinaryIO]:
@@ -88,8 +90,34 @@ def _end_of_message() -> None:
         stream.flush()
 
 
+def _unpack(code: str, root: Path) -> None:
+    """Unzip a binary action into ``root`` and name its entry module ``main__.py``."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(code.strip(), validate=True)))
+    except (binascii.Error, zipfile.BadZipFile) as exc:
+        raise ValueError(f"the binary action is not a base64-encoded zip file ({exc})") from None
+    with archive:
+        archive.extractall(root)  # zipfile drops absolute paths and '..' parts
+    for entry in ("exec", "__main__.py"):  # an 'exec' file prevails, as in OpenWhisk
+        if (root / entry).is_file():
+            shutil.copyfile(root / entry, root / f"{MODULE_NAME}.py")
+            return
+    raise ValueError("Zip file does not include mandatory files.")
+
+
+def _activate_virtualenv(root: Path) -> None:
+    """Activate ``root/virtualenv`` the way OpenWhisk's launcher does, if the zip has one."""
+    venv = root / "virtualenv"
+    if not venv.is_dir():
+        return
+    script = venv / "bin" / "activate_this.py"
+    if not script.is_file():
+        raise ValueError("Invalid virtualenv. Zip file does not include /virtualenv/bin/activate_this.py")
+    exec(compile(script.read_text(encoding="utf-8"), str(script), "exec"), {"__file__": str(script)})
+
+
 def _load(value: dict[str, Any]) -> Action:
-    """Write the action source to the working directory and import it.
+    """Put the action's code into the working directory and import it.
 
     Args:
         value: The init message's ``value``.
@@ -99,9 +127,14 @@ def _load(value: dict[str, Any]) -> Action:
     """
     for key, val in (value.get("env") or {}).items():
         os.environ[str(key)] = str(val)
-    source = Path.cwd() / f"{MODULE_NAME}.py"
-    source.write_text(value.get("code") or "", encoding="utf-8")
-    sys.path.insert(0, str(Path.cwd()))
+    root = Path.cwd()
+    source = root / f"{MODULE_NAME}.py"
+    if value.get("binary"):
+        _unpack(value.get("code") or "", root)
+        _activate_virtualenv(root)
+    else:
+        source.write_text(value.get("code") or "", encoding="utf-8")
+    sys.path.insert(0, str(root))
     spec = importlib.util.spec_from_file_location(MODULE_NAME, source)
     assert spec is not None and spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
@@ -136,13 +169,10 @@ def _call(fn: Action, payload: dict[str, Any]) -> dict[str, Any]:
     """Run the action once and build the reply envelope."""
     try:
         result = fn(payload)
-    except MemoryError:
+    except Exception as exc:  # OpenWhisk's launcher answers with the exception's text
         traceback.print_exc(file=sys.stderr)
-        return {"ok": False, "kind": "memory", "error": "MemoryError"}
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        return {"ok": False, "kind": "raised", "error": f"{type(exc).__name__}: {exc}"}
-    if not isinstance(result, dict):
+        result = {"error": str(exc)}
+    if not isinstance(result, (dict, list)):
         return {"ok": False, "kind": "not_dict", "error": type(result).__name__}
     try:
         json.dumps(result)
@@ -161,31 +191,26 @@ def _serve(fn: Action, requests: BinaryIO, out: BinaryIO) -> None:
                 os.environ[f"__OW_{key.upper()}"] = str(val)
         reply = _call(fn, payload)
         _end_of_message()
-        try:
-            _reply(out, reply)
-        except MemoryError:
-            _reply(out, {"ok": False, "kind": "memory", "error": "MemoryError"})
+        _reply(out, reply)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Worker entry point.
 
     Args:
-        argv: Command-line arguments (``--reply-fd``, ``--memory-bytes``, ``--parent-pid``).
+        argv: Command-line arguments (``--reply-fd``, ``--parent-pid``).
 
     Returns:
         Process exit status.
     """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reply-fd", type=int, required=True)
-    parser.add_argument("--memory-bytes", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     requests, out = _protocol_streams(args.reply_fd)
-    _limit_memory(args.memory_bytes)
     _reply(out, {"ok": True})  # startup ack, like actionloop's __OW_WAIT_FOR_ACK
     fn = _init(requests, out)
     if fn is None:

@@ -17,11 +17,18 @@ DEFAULT_NAMESPACE = "guest"
 SUPPORTED_KINDS = ("python:3.11",)
 KIND_ALIASES = {"python:default": "python:3.11"}
 
+# OpenWhisk's ranges and defaults (``whisk.time-limit``, ``memory``, ``log-limit`` and
+# ``concurrency-limit`` in its application.conf). OpenWhisk ships a concurrency maximum of 1 and
+# deployments that run activations side by side raise it (OpenWhisk's own tests use 500); the
+# runner allows up to CONCURRENCY_MAX, as the lab's pipeline runs its action 4 at a time.
 TIMEOUT_MS_RANGE = (100, 300_000)
-MEMORY_MB_RANGE = (128, 2048)
-CONCURRENCY_RANGE = (1, 500)
+MEMORY_MB_RANGE = (128, 512)
+CONCURRENCY_MAX = 500
 LOGS_MB_RANGE = (0, 10)
 DEFAULT_LIMITS: dict[str, int] = {"timeout": 60_000, "memory": 256, "logs": 10, "concurrency": 1}
+# A code string of base64 characters whose length is a multiple of 4 is a binary (zip)
+# action, as OpenWhisk's controller decides (``Exec.isBinaryCode``).
+BASE64_RE = re.compile(r"\A([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)\Z")
 
 # OpenWhisk's EntityName rule (``\w`` is ASCII-only on the JVM).
 ENTITY_NAME_RE = re.compile(r"\A([\w]|[\w][\w@ .-]*[\w@.-]+)\Z", re.ASCII)
@@ -41,7 +48,7 @@ class Msg:
     MEMORY = "The action exhausted its memory and was aborted."
     ABNORMAL_INIT = "The action did not initialize and exited unexpectedly."
     ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
-    NOT_A_DICT = "The action did not return a dictionary."
+    NOT_A_DICT = "The action did not return a dictionary or array."
     INVALID_RESPONSE = "The action did not produce a valid JSON response: {detail}"
     INIT_FAILED = "The action failed during initialization: {detail}"
     LOG_WARNING = "The action did not initialize or run as expected. Log data might be missing."
@@ -50,6 +57,20 @@ class Msg:
     REMOVED = "Action could not be found or may have been deleted."
     INTERNAL = "There was an error processing your request."
     SHUTDOWN = "The runner shut down while this activation was running."
+    PACKAGE_NOT_EMPTY = "Package not empty (contains {n} {entities})."
+
+
+def is_binary_code(code: str) -> bool:
+    """Tell whether ``code`` is a base64 payload (a zip action), by OpenWhisk's rule.
+
+    Args:
+        code: The ``exec.code`` string of an action PUT.
+
+    Returns:
+        True for non-empty base64 text whose length is a multiple of 4.
+    """
+    text = code.strip()
+    return bool(text) and len(text) % 4 == 0 and BASE64_RE.match(text) is not None
 
 
 def check_entity_name(name: str) -> bool:
@@ -103,13 +124,6 @@ class ExecIn(BaseModel):
             raise ValueError(f"kind '{kind}' not in Set({', '.join(SUPPORTED_KINDS)})")
         return resolved
 
-    @field_validator("binary")
-    @classmethod
-    def _source_only(cls, binary: bool) -> bool:
-        if binary:
-            raise ValueError("binary (zip) actions are not supported by this runner; send a single-file source")
-        return binary
-
     @field_validator("main")
     @classmethod
     def _main_identifier(cls, main: str | None) -> str | None:
@@ -146,7 +160,7 @@ class LimitsIn(BaseModel):
     @field_validator("concurrency")
     @classmethod
     def _concurrency(cls, v: int | None) -> int | None:
-        return None if v is None else _check_range("concurrency", v, CONCURRENCY_RANGE)
+        return None if v is None else _check_range("concurrency", v, (1, CONCURRENCY_MAX))
 
 
 class ActionPut(BaseModel):

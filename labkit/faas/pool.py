@@ -142,8 +142,7 @@ class WorkerManager:
         verdict = self._shutdown_verdict(outcome) or judge_run(
             outcome, limits["timeout"], self._settings.max_payload_bytes
         )
-        healthy = outcome.failure is None and (outcome.reply or {}).get("kind") != "memory"
-        await self._check_in(pool, worker, healthy)
+        await self._check_in(pool, worker, healthy=outcome.failure is None)
         return Execution(start_ms, now_ms(), wait_ms, verdict, logs + outcome.logs, init_ms)
 
     def _shutdown_verdict(self, outcome: Outcome) -> Verdict | None:
@@ -185,7 +184,6 @@ class WorkerManager:
                 self._workdirs / uuid.uuid4().hex,
                 self._env,
                 memory_limit_bytes=memory,
-                address_space_bytes=memory + self._settings.memory_headroom_mb * MB,
             )
         except BaseException:
             await self._release_slot()

@@ -134,15 +134,14 @@ class Worker:
         workdir: Path,
         env: Mapping[str, str],
         memory_limit_bytes: int,
-        address_space_bytes: int,
     ) -> Worker:
         """Start a launcher process in its own session (process group).
 
         Args:
             workdir: Private working directory for the action (created here).
             env: Environment for the process.
-            memory_limit_bytes: Resident-memory limit enforced by polling.
-            address_space_bytes: RLIMIT_AS the launcher applies to itself.
+            memory_limit_bytes: Resident-memory limit (the process group's RSS), enforced by
+                polling, as OpenWhisk's container cgroup counts resident memory.
 
         Returns:
             The started worker, not yet initialised.
@@ -153,7 +152,6 @@ class Worker:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-P", LAUNCHER,
                 "--reply-fd", str(write_fd),
-                "--memory-bytes", str(address_space_bytes),
                 "--parent-pid", str(os.getpid()),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
