@@ -9,7 +9,8 @@
  *
  * One file per stage: upload, events, invoke, webhook (and the join), record; retry is the
  * retry subflow's decision; trace gives each upload's event its own trace id; keys holds the
- * rules for object keys; shared holds the helpers every stage uses. intake is the upload
+ * rules for object keys; shared holds the helpers every stage uses; burnrate is the second alert
+ * policy (multiwindow, multi-burn-rate alerts on the error budget). intake is the upload
  * endpoint's door: HTTP middleware that settings.js runs before the flow, not a step.
  */
 'use strict';
@@ -24,4 +25,5 @@ module.exports = Object.assign({},
     require('./trace'),
     require('./invoke'),
     require('./webhook'),
-    require('./record'));
+    require('./record'),
+    require('./burnrate'));
