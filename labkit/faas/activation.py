@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from labkit.faas.models import DEFAULT_NAMESPACE, Msg
+from labkit.faas.models import DEFAULT_NAMESPACE, Msg, root_namespace
 from labkit.faas.worker import Outcome
 
 SUCCESS, APPLICATION_ERROR, DEVELOPER_ERROR, WHISK_ERROR = 0, 1, 2, 3
@@ -149,7 +149,7 @@ def build_record(action: dict[str, Any], activation_id: str, execution: Executio
         annotations.append({"key": "initTime", "value": execution.init_ms})
     return {
         "activationId": activation_id,
-        "namespace": action["namespace"],
+        "namespace": root_namespace(action["namespace"]),
         "name": action["name"],
         "version": action["version"],
         "subject": DEFAULT_NAMESPACE,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -30,6 +28,7 @@ from labkit.faas.http import (
     _int_param,
     _namespace,
     _page,
+    _read_json,
     _transaction_id,
     _validation_message,
     error_response,
@@ -40,34 +39,11 @@ from labkit.faas.models import (
     ActionPut,
     Msg,
 )
+from labkit.faas.packages import PackageApi, inherit
 from labkit.faas.pool import Invocation, WorkerManager, now_ms
 from labkit.faas.store import ActionStore, ActivationStore, Record
 
 log = logging.getLogger(__name__)
-
-
-# --- request helpers ---------------------------------------------------------
-
-
-async def _read_json(request: Request, limit: int, field: str) -> Any:
-    """Read a JSON body no larger than ``limit`` bytes (413 beyond it).
-
-    An empty body reads as ``{}``, which OpenWhisk accepts for invokes.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, Msg.TOO_BIG.format(field=field, size=declared, limit=limit))
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:  # chunked uploads carry no content-length
-            raise HTTPException(413, Msg.TOO_BIG.format(field=field, size=f"at least {len(body)}", limit=limit))
-    if not body.strip():
-        return {}
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise HTTPException(400, f"{Msg.MALFORMED}{exc}") from None
 
 
 # --- the service -------------------------------------------------------------
@@ -89,6 +65,8 @@ class FaasService:
         self.manager = WorkerManager(settings)
         self._running: set[asyncio.Task[Record]] = set()
         self._put_lock = asyncio.Lock()  # PUT is read-modify-write (version bump)
+        self.packages = PackageApi(ActionStore(settings.data_dir, "packages"), self.actions, self._put_lock,
+                                   self.manager, settings.max_payload_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -140,21 +118,22 @@ class FaasService:
         """``GET /namespaces/{ns}/actions``."""
         ns = _namespace(request)
         limit, skip = _page(request, "actions")
-        actions = self.actions.list(ns)
+        actions = self.actions.list(ns, packaged=True)  # as OpenWhisk lists them: packaged ones too
         if _flag(request, "count"):
             return JSONResponse({"actions": len(actions)})
         return JSONResponse([_summary(a) for a in actions[skip : skip + limit]])
 
     async def get_action(self, request: Request) -> Response:
-        """``GET /namespaces/{ns}/actions/{name}`` (``code=false`` omits the code)."""
+        """``GET /namespaces/{ns}/actions/[{pkg}/]{name}`` (``code=false`` omits the code); an
+        action in a package shows the parameters it inherits, as OpenWhisk does."""
         action = self._action_or_404(request)
         if request.query_params.get("code", "true").lower() == "false":
             action = {**action, "exec": {k: v for k, v in action["exec"].items() if k != "code"}}
         return JSONResponse(action)
 
     async def put_action(self, request: Request) -> Response:
-        """``PUT /namespaces/{ns}/actions/{name}?overwrite=...``."""
-        ns, name = _namespace(request), _entity_name(request)
+        """``PUT /namespaces/{ns}/actions/[{pkg}/]{name}?overwrite=...``."""
+        ns, name = self._action_key(request)
         body = await _read_json(request, self.settings.max_action_bytes, "exec")
         try:
             put = ActionPut.model_validate(body)
@@ -172,8 +151,8 @@ class FaasService:
         return JSONResponse(record)
 
     async def delete_action(self, request: Request) -> Response:
-        """``DELETE /namespaces/{ns}/actions/{name}``; answers with the deleted record."""
-        ns, name = _namespace(request), _entity_name(request)
+        """``DELETE /namespaces/{ns}/actions/[{pkg}/]{name}``; answers with the deleted record."""
+        ns, name = self._action_key(request)
         async with self._put_lock:
             record = self.actions.delete(ns, name)
         if record is None:
@@ -181,16 +160,25 @@ class FaasService:
         self.manager.retire(ns, name)
         return JSONResponse(record)
 
+    def _action_key(self, request: Request) -> tuple[str, str]:
+        """The action's store key: ``(ns, name)``, or ``(ns/pkg, name)`` inside a package."""
+        ns = _namespace(request)
+        package = self.packages.package_of(ns, request)
+        return (ns if package is None else f"{ns}/{package['name']}"), _entity_name(request)
+
     def _action_or_404(self, request: Request) -> Record:
-        action = self.actions.get(_namespace(request), _entity_name(request))
+        """The action with its package's parameters under its own."""
+        ns = _namespace(request)
+        package = self.packages.package_of(ns, request)
+        action = self.actions.get(ns if package is None else f"{ns}/{package['name']}", _entity_name(request))
         if action is None:
             raise HTTPException(404, Msg.NOT_FOUND)
-        return action
+        return inherit(action, package)
 
     # --- invocation ------------------------------------------------------------
 
     async def invoke(self, request: Request) -> Response:
-        """``POST /namespaces/{ns}/actions/{name}?blocking=...&result=...``."""
+        """``POST /namespaces/{ns}/actions/[{pkg}/]{name}?blocking=...&result=...``."""
         arrived = now_ms()
         action = self._action_or_404(request)
         params = await _read_json(request, self.settings.max_payload_bytes, "request entity")
@@ -306,6 +294,14 @@ def create_app(settings: RunnerSettings) -> Starlette:
         Route(f"{base}/actions/{{name}}", svc.put_action, methods=["PUT"]),
         Route(f"{base}/actions/{{name}}", svc.invoke, methods=["POST"]),
         Route(f"{base}/actions/{{name}}", svc.delete_action, methods=["DELETE"]),
+        Route(f"{base}/actions/{{pkg}}/{{name}}", svc.get_action, methods=["GET"]),
+        Route(f"{base}/actions/{{pkg}}/{{name}}", svc.put_action, methods=["PUT"]),
+        Route(f"{base}/actions/{{pkg}}/{{name}}", svc.invoke, methods=["POST"]),
+        Route(f"{base}/actions/{{pkg}}/{{name}}", svc.delete_action, methods=["DELETE"]),
+        Route(f"{base}/packages", svc.packages.list, methods=["GET"]),
+        Route(f"{base}/packages/{{name}}", svc.packages.get, methods=["GET"]),
+        Route(f"{base}/packages/{{name}}", svc.packages.put, methods=["PUT"]),
+        Route(f"{base}/packages/{{name}}", svc.packages.delete, methods=["DELETE"]),
         Route(f"{base}/activations", svc.list_activations, methods=["GET"]),
         Route(f"{base}/activations/{{aid}}", svc.get_activation, methods=["GET"]),
         Route(f"{base}/activations/{{aid}}/logs", svc.get_activation_logs, methods=["GET"]),

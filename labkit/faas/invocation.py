@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from labkit.faas.models import kv_to_dict
+from labkit.faas.models import kv_to_dict, root_namespace
 from labkit.faas.worker import Worker
 
 MB = 1024 * 1024
@@ -104,7 +104,7 @@ def init_message(action: Mapping[str, Any], api_host: str) -> dict[str, Any]:
         "binary": bool(exec_.get("binary")),
         "env": {
             "__OW_API_HOST": api_host,
-            "__OW_NAMESPACE": action["namespace"],
+            "__OW_NAMESPACE": root_namespace(action["namespace"]),
             "__OW_ACTION_NAME": _fq_name(action),
             "__OW_ACTION_VERSION": action["version"],
         },
@@ -117,7 +117,7 @@ def run_message(inv: Invocation) -> dict[str, Any]:
     params = {**kv_to_dict(action.get("parameters", [])), **inv.params}
     message: dict[str, Any] = {
         "value": params,
-        "namespace": action["namespace"],
+        "namespace": root_namespace(action["namespace"]),
         "action_name": _fq_name(action),
         "action_version": action["version"],
         "activation_id": inv.activation_id,

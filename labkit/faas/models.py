@@ -57,7 +57,7 @@ class Msg:
     REMOVED = "Action could not be found or may have been deleted."
     INTERNAL = "There was an error processing your request."
     SHUTDOWN = "The runner shut down while this activation was running."
-    PACKAGE_NOT_EMPTY = "Package not empty (contains {n} {entities})."
+    PACKAGE_NOT_EMPTY = "Package not empty (contains {n} {entities}). Set force param or delete package contents."
 
 
 def is_binary_code(code: str) -> bool:
@@ -71,6 +71,11 @@ def is_binary_code(code: str) -> bool:
     """
     text = code.strip()
     return bool(text) and len(text) % 4 == 0 and BASE64_RE.match(text) is not None
+
+
+def root_namespace(namespace: str) -> str:
+    """The namespace part of an entity path: ``guest`` for ``guest/pkg``."""
+    return namespace.partition("/")[0]
 
 
 def check_entity_name(name: str) -> bool:

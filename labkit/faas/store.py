@@ -18,21 +18,26 @@ Record = dict[str, Any]
 
 
 class ActionStore:
-    """Actions kept in memory and mirrored to ``DIR/actions/<ns>/<name>.json``."""
+    """Entities kept in memory and mirrored to ``DIR/<folder>/<ns>/<name>.json``.
 
-    def __init__(self, data_dir: Path) -> None:
-        """Load every stored action.
+    Actions live under ``actions`` (an action in a package has the namespace ``<ns>/<package>``),
+    packages under ``packages``.
+    """
+
+    def __init__(self, data_dir: Path, folder: str = "actions") -> None:
+        """Load every stored entity.
 
         Args:
             data_dir: The runner's data directory.
+            folder: The entity kind's folder in it.
         """
-        self._root = data_dir / "actions"
+        self._root = data_dir / folder
         self._root.mkdir(parents=True, exist_ok=True)
         self._actions: dict[tuple[str, str], Record] = {}
         self._load()
 
     def _load(self) -> None:
-        for path in sorted(self._root.glob("*/*.json")):
+        for path in sorted(self._root.rglob("*.json")):
             try:
                 rec = json.loads(path.read_text(encoding="utf-8"))
                 self._actions[(rec["namespace"], rec["name"])] = rec
@@ -51,9 +56,15 @@ class ActionStore:
         """Return the stored action, or None."""
         return self._actions.get((namespace, name))
 
-    def list(self, namespace: str) -> list[Record]:
-        """Return the namespace's actions, most recently updated first."""
-        found = [r for (ns, _), r in self._actions.items() if ns == namespace]
+    def list(self, namespace: str, packaged: bool = False) -> list[Record]:
+        """Return the namespace's entities, most recently updated first.
+
+        Args:
+            namespace: The namespace (``guest``) or a package in it (``guest/pkg``).
+            packaged: Include the entities of the namespace's packages too.
+        """
+        found = [r for (ns, _), r in self._actions.items()
+                 if ns == namespace or (packaged and ns.startswith(namespace + "/"))]
         return sorted(found, key=lambda r: r["updated"], reverse=True)
 
     def all(self) -> list[Record]:
