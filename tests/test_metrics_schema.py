@@ -107,6 +107,14 @@ def test_labkit_reads_the_sample_lines(tmp_path) -> None:
     assert ok["duration_s"] == 0.4 and ok["action_ms"] == 61.5 and ok["action_upload_ms"] == 8.1
 
 
+def test_a_key_with_unicode_line_separators_stays_one_line(tmp_path) -> None:
+    """JSON leaves U+2028 and U+2029 unescaped, as Node-RED writes them; only "\n" ends a line."""
+    keys = ["odd/\u2028line.png", "odd/\u2029para.png", "odd/\x85next.png"]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({**OK, "key": k}, ensure_ascii=False) + "\n" for k in keys))
+    assert list(load_metrics(path)["key"]) == keys
+
+
 def test_the_outcomes_python_knows_are_the_schemas() -> None:
     """One vocabulary across the language boundary: labkit.pipeline.fate.Outcome is the schema's enum."""
     import json

@@ -46,11 +46,15 @@ def lab_metrics(lab: Lab) -> pd.DataFrame:
 
 
 def read_lines(path: Path) -> list[dict]:
-    """Parse the metrics file, skipping (never failing on) a torn last line."""
+    """Parse the metrics file, skipping (never failing on) a torn last line.
+
+    Lines end at "\n" only: a key may hold U+2028 or U+2029, which JSON leaves unescaped and
+    ``str.splitlines`` would take for line ends.
+    """
     rows = []
     if not path.exists():
         return rows
-    for line in path.read_text(errors="replace").splitlines():
+    for line in path.read_text(errors="replace").split("\n"):
         try:
             rows.append(json.loads(line))
         except ValueError:

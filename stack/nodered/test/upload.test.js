@@ -151,7 +151,9 @@ test('a store error is permanent when no retry can succeed: a 4xx but 408 and 42
         [s3Error(404, 'NoSuchBucket', 'The specified bucket does not exist'), 404],
         [Object.assign(new Error('Invalid object name: x'), { name: 'InvalidObjectNameError' }), 400],
         [new URIError('URI malformed'), 400],
-        [Object.assign(new TypeError('Invalid character in header'), { code: 'ERR_INVALID_CHAR' }), 400]
+        [Object.assign(new TypeError('Invalid character in header'), { code: 'ERR_INVALID_CHAR' }), 400],
+        [Object.assign(new TypeError('Request path contains unescaped characters'),
+            { code: 'ERR_UNESCAPED_CHARACTERS' }), 400]
     ];
     for (const [err, status] of permanent) {
         const failure = steps.storeFailure(err);
@@ -173,6 +175,11 @@ test('everything else is transient and keeps its retries: 5xx, 408, 429, retryab
         s3Error(409, 'OperationAborted', 'A conflicting conditional operation is in progress'),
         Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:7070'), { code: 'ECONNREFUSED' }),
         Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }),
+        // failures on the way, not refused arguments: TLS, sockets, streams
+        Object.assign(new Error('Client network socket disconnected'), { code: 'ERR_SSL_WRONG_VERSION_NUMBER' }),
+        Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' }),
+        Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }),
+        Object.assign(new Error('Socket closed'), { code: 'ERR_SOCKET_CLOSED' }),
         new Error('something odd'), undefined
     ];
     for (const err of transient) {

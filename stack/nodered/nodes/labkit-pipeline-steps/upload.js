@@ -148,9 +148,13 @@ function uploadAnswer(upload) {
     };
 }
 
+// Node's codes for arguments it refuses before sending anything. Its other ERR_ codes (TLS, sockets,
+// streams: ERR_SSL_*, ERR_TLS_*, ERR_SOCKET_*, ERR_STREAM_PREMATURE_CLOSE) are failures on the way.
+const REFUSED_ARGUMENT = /^ERR_(INVALID_|UNESCAPED_CHARACTERS$|HTTP_INVALID_|OUT_OF_RANGE$)/;
+
 /** Whether `err` comes from a request that was never sent: minio-js or Node refused its arguments. */
 function malformed(err) {
-    return /^Invalid\w*Error$/.test(err.name) || err.name === 'URIError' || /^ERR_/.test(String(err.code));
+    return /^Invalid\w*Error$/.test(err.name) || err.name === 'URIError' || REFUSED_ARGUMENT.test(String(err.code));
 }
 
 /**
