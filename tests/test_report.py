@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from labkit.analysis import report, sla
+from labkit.analysis import report, sla, verdicts
 from labkit.cli import main
 from labkit.errors import LabConfigError
 from labkit.pipeline.metrics import STAGES
 from labkit.stack.secrets import load_or_create
+from tests.claims import report_interval_problems
 from tests.test_sla import synth_probes, synth_results
 
 FAKE_SECRETS = ["hunter2-s3-secret", "AKIAFAKEACCESSKEY0001", "wh-token-7f3a9c", "nodered-pw-Zq8!"]
@@ -215,3 +216,49 @@ def test_a_run_saved_with_the_old_status_words_still_loads(tmp_path) -> None:
     loaded, _, _ = report.load_run(run_dir)
     assert set(loaded["status"]) <= set(sla.STATUSES)
     pd.testing.assert_series_equal(loaded["status"], results["status"].reset_index(drop=True), check_names=False)
+
+
+# --- what the report claims ------------------------------------------------------------------
+
+
+def test_no_percentile_interval_claims_more_than_its_sample_supports(page):
+    assert report_interval_problems(page) == []
+
+
+def test_a_p99_of_ten_images_is_shown_unbounded(tmp_path):
+    results, probes, env = synth_run()
+    few = results.groupby(["policy", "fault"]).head(10)
+    page = report.render_report(few, probes, env, tmp_path, formats=("html",))["html"].read_text()
+    assert report_interval_problems(page) == []
+    assert re.search(r"<td>fixed / none</td><td>10</td><td>10</td>.*?– ∞</span>", page, re.DOTALL)
+    assert report_interval_problems(page.replace("– ∞</span>", "– 3.00</span>"))  # the check would catch it
+
+
+def test_the_headline_is_the_weakest_clause_and_checks_are_met_or_not(run, page):
+    results, probes, _ = run
+    clauses = [sla.compliance(results)["status"], sla.pipeline_availability(probes)["status"]]
+    assert re.search(r'id="verdict-headline".*?<p class="status">FAIL</p>', page, re.DOTALL)
+    assert "FAIL" in clauses
+    availability = page[page.index("<h2>Availability per service</h2>"):]
+    availability = availability[:availability.index("</table>")]
+    assert "PASS" not in availability and "badge" not in availability
+    assert availability.count('<td class="check">met</td>') == 3  # storage, nodered, faas
+    assert availability.count('<td class="check">not met</td>') == 2  # kafka and the pipeline
+    assert not verdicts.pass_beside_weaker(page)  # every PASS is a per-group clause with its own facts
+
+
+def test_an_inconclusive_run_shows_no_pass_at_all(tmp_path):
+    results, probes, env = synth_run()
+    calm = results[results["fault"] == "none"].groupby("policy").head(20)
+    page = report.render_report(calm, synth_probes({}, n=200), env, tmp_path, formats=("html",))["html"].read_text()
+    assert re.search(r'id="verdict-headline".*?<p class="status">INCONCLUSIVE</p>', page, re.DOTALL)
+    assert not verdicts.pass_beside_weaker(page)
+    assert "n=60 images, 95% confidence, n needed 473" in page  # one slow image: 473, not 299
+    assert verdicts.pass_beside_weaker(page.replace('<td class="check">met</td>', '<td class="check">PASS</td>'))
+
+
+def test_the_report_says_how_availability_was_estimated(run, page):
+    _, probes, _ = run
+    method = re.search(r'<p class="note" id="availability-method">(.*?)</p>', page, re.DOTALL).group(1)
+    assert "one every 2 s" in method and "consecutive failed probes count as one outage" in method
+    assert "1 outage(s), 4.0 s down" in method  # the pipeline's 2 failed probes in a row, 2 s apart

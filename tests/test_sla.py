@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labkit.analysis import sla
+from labkit.analysis import sla, verdicts
 from labkit.errors import LabConfigError, SLAViolation
 from labkit.pipeline.metrics import STAGES
 
@@ -84,7 +84,19 @@ def test_compliance_is_inconclusive_with_50_images():
 def test_compliance_is_inconclusive_with_enough_images_but_a_near_miss():
     c = sla.compliance(synth_results(400, slow=1))
     assert c["share"] >= 0.99 and c["lower_bound"] < 0.99
-    assert c["status"] == "INCONCLUSIVE" and "Measure more images" in c["verdict"]
+    assert c["status"] == "INCONCLUSIVE" and "with 1 violation(s), at least 473 images are needed" in c["verdict"]
+
+
+@pytest.mark.parametrize("violations", [0, 1, 2, 5, 20])
+def test_n_needed_matches_the_clopper_pearson_bound_from_scipy(violations):
+    from scipy.stats import beta
+
+    def supports(n):  # the one-sided 95% lower bound of (n - v) / n, straight from the beta quantile
+        return beta.ppf(0.05, n - violations, violations + 1) >= 0.99
+
+    needed = next(n for n in range(violations + 1, 20_000) if supports(n))
+    assert verdicts.n_needed(violations, 0.99, 0.95) == needed
+    assert needed == 299 if violations == 0 else needed > verdicts.n_needed(violations - 1, 0.99, 0.95)
 
 
 def test_lost_and_dead_lettered_images_count_as_violations():
@@ -158,7 +170,8 @@ def test_availability_and_error_budget_burn():
 def test_pipeline_availability_verdicts():
     assert sla.pipeline_availability(synth_probes({}, n=3000))["status"] == "PASS"
     few = sla.pipeline_availability(synth_probes({}, n=2000))
-    assert few["status"] == "INCONCLUSIVE" and "at least 2995 without a failure" in few["verdict"]
+    assert few["status"] == "INCONCLUSIVE" and "at least 2995 probes with 0 failed" in few["verdict"]
+    assert "n=2000 probes, 95% confidence, n needed 2995" in few["verdict"]
     failed = sla.pipeline_availability(synth_probes({"pipeline": 3, "kafka": 50}, n=2000))
     assert failed["status"] == "FAIL" and failed["verdict"].startswith("FAIL: pipeline up in 99.850% of 2000 probes")
 

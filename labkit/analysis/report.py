@@ -22,7 +22,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from matplotlib.figure import Figure
 
-from labkit.analysis import sla
+from labkit.analysis import sla, verdicts
 from labkit.analysis.results import with_current_statuses
 from labkit.core.runs import public_env, save_tables
 from labkit.errors import LabConfigError
@@ -159,8 +159,9 @@ def _compliance_rows(results: pd.DataFrame, threshold_s: float) -> list[dict]:
     return [
         {
             "group": f"{r['policy']} / {r['fault']}", "n": r["n"], "violations": r["violations"],
-            "share": _fmt_pct(r["share"]), "lower": _fmt_pct(r["lower_bound"]),
+            "share": _fmt_pct(r["share"]), "lower": _fmt_pct(r["lower_bound"]), "n_needed": r["n_needed"],
             "status": r["status"], "verdict": r["verdict"],
+            "facts": verdicts.clause_facts(r["n"], r["confidence"], r["n_needed"]),
         }
         for r in table.to_dict("records")
     ]
@@ -185,7 +186,8 @@ def _availability_rows(probes: pd.DataFrame, target: float) -> list[dict]:
         {
             "service": r["service"], "probes": r["probes"], "ok": r["ok"],
             "availability": _fmt_pct(r["availability"], 3), "burn": f"{r['error_budget_burn']:.2f}×",
-            "status": "PASS" if r["met"] else "FAIL",
+            "outages": r.get("outages", "–"), "downtime": f"{r['downtime_s']:.1f}" if "downtime_s" in r else "–",
+            "check": r["check"],
         }
         for r in sla.availability(probes, target).to_dict("records")
     ]
@@ -206,6 +208,7 @@ def _context(results, probes, env, title, threshold_s, target, availability_targ
     env_rows = _flatten({k: v for k, v in env.items() if k != "parameters"})
     return {
         "title": title,
+        "headline": verdicts.weakest([latency["status"], pipeline["status"]]),
         "experiments": ", ".join(sorted(results["experiment"].astype(str).unique())),
         "run_date": _run_date(results, env),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -237,7 +240,8 @@ def _latency_facts(c: dict) -> list[tuple[str, str]]:
         ("late or unfinished", str(c["violations"])),
         (f"{sla._pct(c['confidence'])} lower bound", _fmt_pct(c["lower_bound"])),
         ("sample supports the claim", "yes" if c["supports_claim"] else "no"),
-        (f"fewest images to support {sla._pct(c['target'])}", f"{c['min_samples_zero_violations']}, with zero violations"),
+        ("n needed", f"{c['n_needed']} images with {c['violations']} violation(s); "
+                     f"{c['min_samples_zero_violations']} with none"),
     ]
 
 
@@ -246,8 +250,10 @@ def _pipeline_facts(p: dict, confidence: float) -> list[tuple[str, str]]:
         ("probes", str(p["probes"])),
         ("failed", str(p["probes"] - p["ok"])),
         ("availability", _fmt_pct(p["availability"], 3)),
+        ("outages", f"{p['outages']} ({p['downtime_s']:.1f} s down)" if "outages" in p else "–"),
         ("error budget burn", f"{p['error_budget_burn']:.2f}×"),
         (f"{sla._pct(confidence)} lower bound", _fmt_pct(p["lower_bound"], 3)),
+        ("n needed", f"{p['n_needed']} probes"),
     ]
 
 

@@ -34,6 +34,7 @@ from labkit.analysis.results import (  # noqa: F401
     breakdown,
     latencies_s,
 )
+from labkit.analysis import uptime, verdicts
 from labkit.analysis.stats import (  # noqa: F401
     QUANTILE_METHOD,
     clopper_pearson,
@@ -48,22 +49,24 @@ from labkit.errors import LabConfigError, SLAViolation
 def _verdict_text(c: dict) -> tuple[str, str]:
     within = f"{c['share']:.2%} of {c['n']} images within {c['threshold_s']:g} s"
     bound = f"the {_pct(c['confidence'])} lower bound {c['lower_bound']:.2%}"
+    facts = f"({verdicts.clause_facts(c['n'], c['confidence'], c['n_needed'])})"
     if c["supports_claim"]:
-        return "PASS", f"PASS: {within}; {bound} is at least {_pct(c['target'])}."
+        return verdicts.PASS, f"PASS: {within}; {bound} is at least {_pct(c['target'])} {facts}."
     if c["share"] < c["target"]:
-        return "FAIL", (
+        return verdicts.FAIL, (
             f"FAIL: only {within} ({c['violations']} late or unfinished), below {_pct(c['target'])}; "
-            f"the true share is at most {c['upper_bound']:.2%} at {_pct(c['confidence'])} confidence."
+            f"the true share is at most {c['upper_bound']:.2%} at {_pct(c['confidence'])} confidence {facts}."
         )
     if c["n"] < c["min_samples_zero_violations"]:
-        return "INCONCLUSIVE", (
+        return verdicts.INCONCLUSIVE, (
             f"INCONCLUSIVE: n={c['n']} < {c['min_samples_zero_violations']}, the fewest images that can "
             f"show {_pct(c['target'])} at {_pct(c['confidence'])} confidence even with zero violations; "
-            f"so far {within}."
+            f"so far {within} {facts}."
         )
-    return "INCONCLUSIVE", (
+    return verdicts.INCONCLUSIVE, (
         f"INCONCLUSIVE: {within} ({c['violations']} late or unfinished), but {bound} is below "
-        f"{_pct(c['target'])}. Measure more images to support the claim."
+        f"{_pct(c['target'])}: with {c['violations']} violation(s), at least {c['n_needed']} images are needed "
+        f"{facts}."
     )
 
 
@@ -80,7 +83,8 @@ def compliance(
     Returns:
         ``n``, ``within``, ``violations``, ``share``, ``lower_bound``, ``upper_bound``,
         ``threshold_s``, ``target``, ``confidence``, ``supports_claim``,
-        ``min_samples_zero_violations``, ``status`` ("PASS"/"FAIL"/"INCONCLUSIVE") and
+        ``min_samples_zero_violations``, ``n_needed`` (the fewest images that could support the
+        claim with this many violations), ``status`` ("PASS"/"FAIL"/"INCONCLUSIVE") and
         ``verdict`` (a sentence starting with the status).
 
     Raises:
@@ -97,6 +101,7 @@ def compliance(
         "lower_bound": lower, "upper_bound": upper, "threshold_s": threshold_s, "target": target,
         "confidence": confidence, "supports_claim": lower >= target,
         "min_samples_zero_violations": min_samples_zero_violations(target, confidence),
+        "n_needed": verdicts.n_needed(n - within, target, confidence),
     }
     c["status"], c["verdict"] = _verdict_text(c)
     return c
@@ -121,10 +126,14 @@ def compliance_by(
 def availability(probes: pd.DataFrame, target: float = 0.999) -> pd.DataFrame:
     """Availability per probed service, the synthetic ``pipeline`` service first.
 
+    These are checks, not verdicts: ``check`` is "met" or "not met" (see :mod:`verdicts`).
+
     Returns:
-        One row per service: ``service``, ``probes``, ``ok``, ``availability``, ``target``,
-        ``met`` (availability >= target) and ``error_budget_burn`` = (1 - availability) /
-        (1 - target): 1.0 spends exactly the allowed downtime, 2.0 twice as much.
+        One row per service: ``service``, ``probes``, ``ok``, ``availability`` (share of probes
+        up), ``target``, ``met`` (availability >= target), ``check`` ("met"/"not met"),
+        ``error_budget_burn`` = (1 - availability) / (1 - target): 1.0 spends exactly the allowed
+        downtime, 2.0 twice as much; and, from :func:`uptime.downtime`, ``outages``,
+        ``downtime_s`` and ``window_s``.
 
     Raises:
         LabConfigError: the table lacks columns, or the target is not strictly between 0 and 1.
@@ -137,7 +146,11 @@ def availability(probes: pd.DataFrame, target: float = 0.999) -> pd.DataFrame:
     table["availability"] = table["ok"] / table["probes"]
     table["target"] = target
     table["met"] = table["availability"] >= target
+    table["check"] = table["met"].map(verdicts.check_word)
     table["error_budget_burn"] = (1 - table["availability"]) / (1 - target)
+    if "t_ms" in probes:
+        table = table.merge(uptime.downtime(probes, target)[["service", "outages", "downtime_s", "window_s"]],
+                            on="service", how="left")
     order = table["service"].ne("pipeline")  # False sorts first
     return table.assign(_order=order).sort_values(["_order", "service"]).drop(columns="_order").reset_index(drop=True)
 
@@ -148,11 +161,13 @@ def pipeline_availability(probes: pd.DataFrame, target: float = 0.999, confidenc
     FAIL when the measured availability is below the target; PASS when the one-sided
     Clopper–Pearson lower bound over the probes reaches it; INCONCLUSIVE otherwise (too few
     probes: 99.9% needs 2995 without a failure). Probes during one outage are not independent,
-    so the bound is optimistic; treat it as a floor on how many probes to take.
+    so the downtime is estimated per outage (:mod:`uptime`), and the bound over probes is
+    optimistic: treat it as a floor on how many probes to take.
 
     Returns:
         The ``pipeline`` row of :func:`availability` plus ``lower_bound``,
-        ``min_probes_zero_failures``, ``status`` and ``verdict`` (a sentence starting with the status).
+        ``min_probes_zero_failures``, ``n_needed``, ``method`` (how availability was
+        estimated), ``status`` and ``verdict`` (a sentence starting with the status).
 
     Raises:
         LabConfigError: there are no ``pipeline`` probes.
@@ -167,22 +182,28 @@ def pipeline_availability(probes: pd.DataFrame, target: float = 0.999, confidenc
     row = rows.iloc[0].to_dict()
     row["lower_bound"] = clopper_pearson(int(row["ok"]), int(row["probes"]), confidence)[0]
     row["min_probes_zero_failures"] = min_samples_zero_violations(target, confidence)
+    row["n_needed"] = verdicts.n_needed(int(row["probes"] - row["ok"]), target, confidence)
+    row["method"] = uptime.method_text(probes) if "t_ms" in probes else "Estimated from the share of probes up."
     row["status"], row["verdict"] = _availability_text(row, target, confidence)
     return row
 
 
 def _availability_text(row: dict, target: float, confidence: float) -> tuple[str, str]:
+    outages = f"; {row['outages']} outage(s), {row['downtime_s']:.1f} s down" if "outages" in row else ""
     measured = (
         f"pipeline up in {row['availability']:.3%} of {row['probes']} probes "
-        f"({row['probes'] - row['ok']} failed; error budget burn {row['error_budget_burn']:.1f}x)"
+        f"({row['probes'] - row['ok']} failed{outages}; error budget burn {row['error_budget_burn']:.1f}x)"
     )
+    facts = f"({verdicts.clause_facts(int(row['probes']), confidence, row['n_needed'], 'probes')})"
     if not row["met"]:
-        return "FAIL", f"FAIL: {measured}, below {_pct(target)}."
+        return verdicts.FAIL, f"FAIL: {measured}, below {_pct(target)} {facts}."
     if row["lower_bound"] >= target:
-        return "PASS", f"PASS: {measured}; the {_pct(confidence)} lower bound {row['lower_bound']:.3%} is at least {_pct(target)}."
-    return "INCONCLUSIVE", (
+        return verdicts.PASS, (f"PASS: {measured}; the {_pct(confidence)} lower bound {row['lower_bound']:.3%} "
+                               f"is at least {_pct(target)} {facts}.")
+    return verdicts.INCONCLUSIVE, (
         f"INCONCLUSIVE: {measured}, but {row['probes']} probes cannot show {_pct(target)} at "
-        f"{_pct(confidence)} confidence (that takes at least {row['min_probes_zero_failures']} without a failure)."
+        f"{_pct(confidence)} confidence (that takes at least {row['n_needed']} probes with "
+        f"{row['probes'] - row['ok']} failed) {facts}."
     )
 
 
