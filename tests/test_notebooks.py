@@ -98,7 +98,7 @@ def test_06_retry_patterns_loses_images_only_without_reconciliation(lab, out_dir
     # the dropped events are invisible to retries: lost even with them, counted as lost ...
     assert lost["exponential"] > 0
     assert any(f"lost {lost['exponential']}" in label for label in results["ecdf_labels"]
-               if label.startswith("exponential ("))
+               if label.startswith("retry: exponential backoff ("))
     # ... and found again by reconciliation, late: the outage's tail
     assert lost["exponential + reconcile"] == 0
     assert results["republished"]["exponential + reconcile"] >= 1

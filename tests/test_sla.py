@@ -221,7 +221,8 @@ def test_ecdf_plot_draws_one_line_per_group_and_the_sla_lines():
     ax = sla.ecdf_plot(results, threshold_s=10, by="policy")
     lines = _ecdf_lines(ax)
     assert len(lines) == 3
-    assert any(line.get_label() == "fixed (n=300, lost 6, dead-lettered 0)" for line in lines)
+    assert any(line.get_label() == "retry: fixed delay (n=300, lost 6, dead-lettered 0)" for line in lines)
+    assert any(line.get_label().startswith("retry: exponential backoff (n=300") for line in lines)
     vertical = [line for line in ax.get_lines() if np.allclose(line.get_xdata(), 10)]
     horizontal = [line for line in ax.get_lines() if np.allclose(line.get_ydata(), 0.99)]
     assert vertical and horizontal
@@ -236,11 +237,37 @@ def test_ecdf_of_a_lossy_group_tops_out_at_the_finished_share():
     plt.close(ax.figure)
 
 
-def test_ecdf_log_axis_auto():
-    spread = synth_results(300, slow=30, median_s=0.3)
-    assert sla.ecdf_plot(spread, log="auto").get_xscale() == "log"
-    assert sla.ecdf_plot(synth_results(300), log="auto").get_xscale() == "linear"
+@pytest.mark.parametrize(("fastest_s", "slowest_s", "scale"), [
+    (0.5, 4.9, "linear"), (0.5, 5.1, "log"), (0.2, 11.5, "log"), (2.0, 3.0, "linear")])
+def test_ecdf_uses_a_log_time_axis_when_the_data_span_more_than_a_decade(fastest_s, slowest_s, scale):
+    results = pd_results_between(fastest_s, slowest_s)
+    ax = sla.ecdf_plot(results, threshold_s=10, log="auto")
+    assert ax.get_xscale() == scale
+    assert ax.get_xlim()[0] < 10 < ax.get_xlim()[1]  # the SLA bound is on the axis ...
+    assert any(line.get_label() == "SLA bound 10 s" and np.allclose(line.get_xdata(), 10) for line in ax.get_lines())
+    assert ("log scale" in ax.get_xlabel()) is (scale == "log")
+    plt.close(ax.figure)
+
+
+def test_ecdf_log_axis_can_be_forced_either_way():
+    spread = pd_results_between(0.1, 30.0)
+    assert sla.ecdf_plot(spread, log=False).get_xscale() == "linear"
+    assert sla.ecdf_plot(pd_results_between(1.0, 2.0), log=True).get_xscale() == "log"
     plt.close("all")
+
+
+@pytest.mark.parametrize(("column", "value", "name"), [
+    ("policy", "exponential", "retry: exponential backoff"), ("policy", "none", "retry: no retry"),
+    ("policy", "exponential + reconcile", "retry: exponential backoff + reconcile"),
+    ("fault", "kafka-stop", "fault: kafka-stop"), ("experiment", "smoke", "smoke")])
+def test_legend_names_cannot_be_read_as_a_distribution(column, value, name):
+    from labkit.analysis.plots import group_name
+    assert group_name(column, value) == name
+
+
+def pd_results_between(fastest_s: float, slowest_s: float) -> pd.DataFrame:
+    results = synth_results(50)
+    return results.assign(duration_ms=np.linspace(fastest_s, slowest_s, 50) * 1000)
 
 
 def test_stage_plot_has_one_bar_per_group_and_stage():

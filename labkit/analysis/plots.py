@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -11,6 +13,30 @@ import seaborn as sns
 from matplotlib.axes import Axes
 
 from labkit.analysis.results import STAGE_COLUMNS, _groups, _pct, breakdown, latencies_s
+
+
+# Words that read as something else beside a latency curve ("exponential" as a distribution).
+RETRY_WORDS = {"none": "no retry", "fixed": "fixed delay", "exponential": "exponential backoff"}
+# How a value of each grouping column is named in a legend.
+GROUP_PREFIX = {"policy": "retry: ", "fault": "fault: "}
+# Data that span more than this ratio (a decade) get a log time axis.
+LOG_SPAN = 10.0
+
+
+def group_name(column: str, value: object) -> str:
+    """A legend name that cannot be misread: policy "exponential" is "retry: exponential backoff"."""
+    text = str(value)
+    if column == "policy":
+        text = re.sub(r"\b(none|fixed|exponential)\b", lambda m: RETRY_WORDS[m.group(1)], text)
+    return GROUP_PREFIX.get(column, "") + text
+
+
+def _named_groups(results: pd.DataFrame, by: str | Sequence[str] | None):
+    keys = [] if by is None else [by] if isinstance(by, str) else list(by)
+    for label, rows in _groups(results, by):
+        if keys:
+            label = " / ".join(group_name(k, rows[k].iloc[0]) for k in keys)
+        yield label, rows
 
 
 def _legend_label(name: str, rows: pd.DataFrame) -> str:
@@ -21,11 +47,13 @@ def _legend_label(name: str, rows: pd.DataFrame) -> str:
     return label + (f", pending {pending})" if pending else ")")
 
 
-def _use_log(finished_s: np.ndarray, log: bool | str) -> bool:
+def use_log(finished_s: np.ndarray, log: bool | str = "auto") -> bool:
+    """The time axis's scale: log when asked, or ("auto") when the finished latencies span
+    more than a decade (slowest / fastest > 10)."""
     if log != "auto":
         return bool(log)
-    median = np.median(finished_s) if finished_s.size else 0.0
-    return bool(median > 0 and finished_s.max() / median > 20)
+    positive = finished_s[finished_s > 0]
+    return bool(positive.size and positive.max() / positive.min() > LOG_SPAN)
 
 
 def ecdf_plot(
@@ -48,18 +76,18 @@ def ecdf_plot(
         results: the per-image results table.
         threshold_s: the SLA's latency bound, drawn as a vertical line.
         by: column(s) whose values get one line each, or None for a single line.
-        log: log x-axis: True, False, or "auto" (when max/median of finished latencies > 20).
+        log: log x-axis: True, False, or "auto" (when the finished latencies span more than a decade).
         ax: where to draw; a new figure when None.
         target: the SLA's share, drawn as a horizontal line.
 
     Returns:
-        The axes, with one labelled line per group (label "name (n=…, lost …, error …)").
+        The axes, with one labelled line per group (label "retry: fixed delay (n=…, lost …, …)").
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
     finished = latencies_s(results)
     finished = finished[np.isfinite(finished)]
-    for name, rows in _groups(results, by):
+    for name, rows in _named_groups(results, by):
         done = latencies_s(rows)
         done = done[np.isfinite(done)]
         label = _legend_label(name, rows)
@@ -67,7 +95,7 @@ def ecdf_plot(
             sns.ecdfplot(x=done, weights=np.full(done.size, 1 / len(rows)), stat="count", ax=ax, label=label)
         else:
             ax.plot([], [], label=label)  # nothing finished: keep the group (and its losses) in the legend
-    _decorate_ecdf(ax, finished, threshold_s, target, _use_log(finished, log), by)
+    _decorate_ecdf(ax, finished, threshold_s, target, use_log(finished, log), by)
     return ax
 
 
@@ -77,7 +105,8 @@ def _decorate_ecdf(ax: Axes, finished: np.ndarray, threshold_s: float, target: f
     high = max(finished.max() if finished.size else threshold_s, threshold_s) * 1.15
     if log:
         ax.set_xscale("log")
-        ax.set_xlim(max(finished.min() * 0.8, 1e-3) if finished.size else threshold_s / 100, high)
+        low = min(finished.min(), threshold_s) if finished.size else threshold_s / 100
+        ax.set_xlim(max(low * 0.8, 1e-3), high)
     else:
         ax.set_xlim(0, high)
     ax.set_ylim(0, 1.02)
@@ -100,7 +129,8 @@ def stage_plot(results: pd.DataFrame, by: str | Sequence[str] | None = "policy",
         ax.set_axis_off()
         return ax
     keys = [c for c in table.columns if c not in ("stage", "n", "median_ms", "p95_ms", "p99_ms")]
-    table["group"] = table[keys].astype(str).agg(" / ".join, axis=1) if keys else "all"
+    table["group"] = (table[keys].apply(lambda r: " / ".join(group_name(k, r[k]) for k in keys), axis=1)
+                      if keys else "all")
     wide = table.pivot(index="group", columns="stage", values="median_ms").reindex(columns=list(STAGE_COLUMNS))
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * len(wide)), layout="constrained")
