@@ -51,6 +51,8 @@ def test_00_setup_reports_every_service_healthy(lab, out_dir):
     assert results["healthy"] is True
     assert results["services"] == sorted(lab.endpoints)
     assert results["versions"]["kafka"].startswith("3.9")
+    # the table has what the exercise asks for: how long each service has been up
+    assert set(results["uptime_s"]) == set(results["services"]) and all(u >= 0 for u in results["uptime_s"].values())
     assert_no_secrets(lab, notebook)
 
 
