@@ -76,10 +76,10 @@ def _fq_name(action: Mapping[str, Any]) -> str:
 
 
 def _wants_api_key(action: Mapping[str, Any]) -> bool:
-    """OpenWhisk's rule: a truthy ``provide-api-key``, and no annotation at all counts as yes (an
-    action stored before the annotation existed); every action created here carries one."""
-    annotations = kv_to_dict(action.get("annotations", []))
-    return "provide-api-key" not in annotations or bool(annotations["provide-api-key"])
+    """Only a truthy ``provide-api-key`` gets the key. OpenWhisk also gives it to an action with
+    no such annotation (one older than the annotation, or updated with annotations that leave it
+    out); the lab's action is redeployed that way, so here no annotation means no key."""
+    return bool(kv_to_dict(action.get("annotations", [])).get("provide-api-key"))
 
 
 def prewarm_count(action: Mapping[str, Any]) -> int:

@@ -173,3 +173,12 @@ def test_resize_action_as_a_zip_answers_like_its_source(runner: Any, ow: OpenWhi
     from_zip = ow.invoke(packed, bad)["response"]
     assert from_zip["status"] == from_source["status"] == "application error"
     assert from_zip["result"]["error"] == from_source["result"]["error"]
+
+
+def test_an_update_that_drops_provide_api_key_passes_no_key(runner: Any, ow: OpenWhiskClient) -> None:
+    name = unique("nokey")
+    ow.put_action(name, ENV, annotations={"provide-api-key": True})
+    assert ow.invoke(name, {}, result=True)["__OW_API_KEY"] == runner.auth
+    updated = ow.put_action(name, ENV, annotations={"prewarm": False})
+    assert not any(a["key"] == "provide-api-key" for a in updated["annotations"])  # kept as sent
+    assert ow.invoke(name, {}, result=True)["__OW_API_KEY"] is None
