@@ -56,13 +56,18 @@ def test_00_setup_reports_every_service_healthy(lab, out_dir):
     assert_no_secrets(lab, notebook)
 
 
-def test_01_pubsub_sees_the_upload_event_and_the_lag(lab, out_dir):
-    results, notebook = run_notebook("01_pubsub", lab, out_dir, seed=11)
+def test_01_pubsub_sees_the_upload_event_and_the_lag_grow_and_drain(lab, out_dir):
+    results, notebook = run_notebook("01_pubsub", lab, out_dir, seed=11, burst=6, drain_batch=2, work_s=0.05)
     assert results["event_seen"] is True and results["event_name"] == "s3:ObjectCreated:Put"
-    assert results["read"] >= 1
-    # a new group has committed nothing: its lag is the whole log, and reading shrinks it by what it read
-    assert results["lag_before"] >= results["read"]
-    assert results["lag_after"] == results["lag_before"] - results["read"]
+    lag, phases = results["lag"], results["phases"]
+    paused = [n for n, p in zip(lag, phases) if p.startswith("paused")]
+    drained = [n for n, p in zip(lag, phases) if p.startswith("resumed")]
+    # caught up at 0; one more record of lag per upload while paused ...
+    assert lag[0] == 0 and paused == list(range(1, 7))
+    # ... then drained to 0, never faster than drain_batch records per poll, in several polls
+    assert drained[-1] == 0 and len(drained) >= 3
+    assert all(before - after <= 2 for before, after in zip([paused[-1], *drained], drained))
+    assert "drained it to **0**" in claims.notebook_text(notebook)
     assert_no_secrets(lab, notebook)
 
 
