@@ -141,7 +141,7 @@ class ActivationStore:
 
         Args:
             namespace: Namespace to list.
-            name: Only activations of this action name.
+            name: Only activations of this action (``NAME``, or ``PACKAGE/NAME`` in a package).
             limit: Page size.
             skip: Records to skip.
             since: Only activations started at or after this epoch ms.
@@ -153,7 +153,7 @@ class ActivationStore:
         out: list[Record] = []
         seen = 0
         for rec in sorted(self._ring, key=lambda r: r["start"], reverse=True):
-            if rec["namespace"] != namespace or (name is not None and rec["name"] != name):
+            if rec["namespace"] != namespace or (name is not None and _path(rec) != f"{namespace}/{name}"):
                 continue
             if (since is not None and rec["start"] < since) or (upto is not None and rec["start"] > upto):
                 continue
@@ -168,3 +168,11 @@ class ActivationStore:
     def close(self) -> None:
         """Close the journal."""
         self._fh.close()
+
+
+def _path(record: Record) -> str:
+    """An activation's action path, ``ns/[package/]name`` (its ``path`` annotation)."""
+    for note in record.get("annotations", []):
+        if note.get("key") == "path":
+            return str(note.get("value"))
+    return f"{record['namespace']}/{record['name']}"

@@ -67,6 +67,10 @@ def test_actions_in_a_package_inherit_its_parameters(runner: Any) -> None:
     assert record["namespace"] == "guest" and record["name"] == action
     assert {"key": "path", "value": f"guest/{pkg}/{action}"} in record["annotations"]
 
+    by_path = api(runner, "GET", "activations", params={"name": f"{pkg}/{action}"}).json()
+    assert [a["activationId"] for a in by_path] == [record["activationId"]]
+    assert api(runner, "GET", "activations", params={"name": action}).json() == []  # not the packaged one
+
     shown = api(runner, "GET", f"actions/{pkg}/{action}").json()
     assert {p["key"]: p["value"] for p in shown["parameters"]} == {"user": "lab", "secret": "s3cret", "region": "us"}
     listed = api(runner, "GET", "actions", params={"limit": 200}).json()
