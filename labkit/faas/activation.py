@@ -34,7 +34,7 @@ class Verdict:
         status_code: 0 success, 1 application error, 2 developer error, 3 internal error.
         result: The ``response.result``: an object, or a list an action returned.
         timed_out: Whether the time limit was hit.
-        size: Length in bytes of the action's JSON answer (``response.size``), when it gave one.
+        size: Length in characters of the action's JSON answer (``response.size``), when it gave one.
     """
 
     status_code: int
@@ -116,14 +116,16 @@ def _judge_reply(reply: dict[str, Any], max_result_bytes: int) -> Verdict:
     result = reply.get("result")
     if not isinstance(result, (dict, list)):
         return _developer(Msg.NOT_A_DICT)
-    size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))
+    text = json.dumps(result, ensure_ascii=False)  # what OpenWhisk's launcher writes
+    size = len(text.encode("utf-8"))
     if size > max_result_bytes:
         return _developer(
             f"The action produced a response that exceeded the allowed length: {size} > {max_result_bytes} bytes."
         )
+    # response.size is the length of that text, as the invoker measures the runtime's answer
     if isinstance(result, dict) and "error" in result:
-        return Verdict(APPLICATION_ERROR, result, size=size)
-    return Verdict(SUCCESS, result, size=size)
+        return Verdict(APPLICATION_ERROR, result, size=len(text))
+    return Verdict(SUCCESS, result, size=len(text))
 
 
 def build_record(action: dict[str, Any], activation_id: str, execution: Execution) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def test_response_size_transaction_id_and_no_api_key_by_default(runner: Any, ow:
     result = record["response"]["result"]
     assert result["__OW_TRANSACTION_ID"] == "lab-transaction-1"
     assert result["__OW_API_KEY"] is None  # created with provide-api-key false, as OpenWhisk does
-    assert record["response"]["size"] == len(json.dumps(result).encode())
+    assert record["response"]["size"] == len(json.dumps(result, ensure_ascii=False))
     generated = ow.invoke(name, {}, result=True)["__OW_TRANSACTION_ID"]
     assert generated and generated != "lab-transaction-1"
 
