@@ -15,6 +15,7 @@ const AUTH = process.env.OW_AUTH
 const FIXTURES = process.env.FIXTURES
 const ow = openwhisk({ apihost: APIHOST, api_key: AUTH })
 const KIND = 'python:3.11'
+const POLL_MS = 50 // between looks for an activation record, so the poll does not hog the runner
 const run = Math.random().toString(16).slice(2, 10)
 const named = (prefix) => `${prefix}-${run}`
 
@@ -69,7 +70,7 @@ async function activationOf (id, timeoutMs = 60000) {
       return await ow.activations.get({ activationId: id })
     } catch (err) {
       if (err.statusCode !== 404 || Date.now() > deadline) throw err
-      await new Promise((resolve) => setImmediate(resolve))
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS))
     }
   }
 }
