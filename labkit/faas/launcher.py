@@ -9,7 +9,7 @@ which activation a log line belongs to.
 
 Messages:
     startup: the launcher first sends ``{"ok": true}`` unasked (actionloop's ack).
-    init: ``{"value": {"name", "main", "code", "binary", "env"}}``
+    init: ``{"value": {"name", "main", "code", "binary", "archive", "env"}}``
         -> ``{"ok": true}`` or ``{"ok": false, "error": "..."}``
     run: ``{"value": {params}, "namespace", "action_name", "activation_id",
         "deadline", "transaction_id", ...}`` -> ``{"ok": true, "result": ...}`` or
@@ -18,8 +18,9 @@ Messages:
 As in OpenWhisk's Python runtime, an action that raises answers ``{"error": str(exception)}``
 (an application error) with the traceback on stderr, a dictionary or a list is a result, and
 anything else is the platform's "did not return a dictionary or array". A binary action is a
-base64 zip: it is unpacked into the working directory, its ``exec`` or ``__main__.py`` becomes
-``main__.py``, and a ``virtualenv/`` in it is activated through its ``bin/activate_this.py``.
+zip the runner writes to ``ARCHIVE`` in the working directory: it is unpacked there, its
+``exec`` or else its ``__main__.py`` becomes ``main__.py``, and a ``virtualenv/`` in it is
+activated through its ``bin/activate_this.py``.
 
 This file imports nothing from labkit: it must stay light and must
 not pull the runner's dependencies into every worker.
@@ -28,12 +29,9 @@ not pull the runner's dependencies into every worker.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import contextlib
 import ctypes
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -49,6 +47,7 @@ from typing import Any, BinaryIO
 GUARD = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 REPLY_FD = 3
 MODULE_NAME = "main__"  # the name OpenWhisk's python runtime imports the action under
+ARCHIVE = ".action.zip"  # where the runner puts a binary action's zip in the working directory
 _PR_SET_PDEATHSIG = 1
 
 Action = Callable[[dict[str, Any]], Any]
@@ -90,14 +89,16 @@ def _end_of_message() -> None:
         stream.flush()
 
 
-def _unpack(code: str, root: Path) -> None:
-    """Unzip a binary action into ``root`` and name its entry module ``main__.py``."""
+def _unpack(root: Path) -> None:
+    """Unzip a binary action (the runner wrote it to ``ARCHIVE``) and name its entry ``main__.py``."""
+    archive = root / ARCHIVE
     try:
-        archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(code.strip(), validate=True)))
-    except (binascii.Error, zipfile.BadZipFile) as exc:
-        raise ValueError(f"the binary action is not a base64-encoded zip file ({exc})") from None
-    with archive:
-        archive.extractall(root)  # zipfile drops absolute paths and '..' parts
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(root)  # zipfile drops absolute paths and '..' parts
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"the binary action is not a zip file ({exc})") from None
+    finally:
+        archive.unlink(missing_ok=True)
     for entry in ("exec", "__main__.py"):  # an 'exec' file prevails, as in OpenWhisk
         if (root / entry).is_file():
             shutil.copyfile(root / entry, root / f"{MODULE_NAME}.py")
@@ -130,7 +131,7 @@ def _load(value: dict[str, Any]) -> Action:
     root = Path.cwd()
     source = root / f"{MODULE_NAME}.py"
     if value.get("binary"):
-        _unpack(value.get("code") or "", root)
+        _unpack(root)
         _activate_virtualenv(root)
     else:
         source.write_text(value.get("code") or "", encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 import psutil
 
-from labkit.faas.launcher import GUARD
+from labkit.faas.launcher import ARCHIVE, GUARD
 
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 LOG_LINE_LIMIT = 1024 * 1024  # longer log lines are split, not dropped
@@ -228,6 +229,12 @@ class Worker:
         Returns:
             The outcome; ``reply["ok"]`` tells whether the action loaded.
         """
+        if value.get("binary"):
+            # The zip goes to the worker as a file, not as base64 through its stdin: the worker's
+            # memory then holds what it imports, as when OpenWhisk's proxy unzips it for the launcher.
+            archive = self.workdir / ARCHIVE
+            await asyncio.to_thread(archive.write_bytes, base64.b64decode(value.get("code") or ""))
+            value = {**value, "code": "", "archive": ARCHIVE}
         return await self._exchange({"value": value}, timeout_s, log_limit)
 
     async def run(self, message: dict[str, Any], timeout_s: float, log_limit: int) -> Outcome:

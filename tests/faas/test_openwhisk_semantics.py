@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import textwrap
 import uuid
 import zipfile
@@ -182,3 +183,19 @@ def test_an_update_that_drops_provide_api_key_passes_no_key(runner: Any, ow: Ope
     updated = ow.put_action(name, ENV, annotations={"prewarm": False})
     assert not any(a["key"] == "provide-api-key" for a in updated["annotations"])  # kept as sent
     assert ow.invoke(name, {}, result=True)["__OW_API_KEY"] is None
+
+
+def test_a_large_zip_loads_within_128_mb(runner: Any, ow: OpenWhiskClient) -> None:
+    # 30 MB that does not compress: the zip reaches the worker as a file, so loading it costs
+    # disk, not the action's resident memory (as when OpenWhisk's proxy unzips it)
+    name = unique("bigzip")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("__main__.py", "import os\n\ndef main(args):\n    return {'size': os.path.getsize('blob')}\n")
+        archive.writestr("blob", os.urandom(30 * 1024 * 1024))
+    code = base64.b64encode(buffer.getvalue()).decode("ascii")
+    resp = api(runner, "PUT", f"actions/{name}", json={"exec": {"kind": "python:3.11", "code": code},
+                                                       "limits": {"memory": 128}})
+    assert resp.status_code == 200, resp.text[:500]
+    record = ow.invoke(name, {})
+    assert record["response"]["result"] == {"size": 30 * 1024 * 1024}, record["response"]
