@@ -37,6 +37,12 @@ test('the default settings: the workbook thresholds, every window scaled down by
     assert.equal(s.ticket_wait_ms, 60000);
 });
 
+test('each rule\'s budget share is its burn rate times its long window over the 30-day SLO window', () => {
+    for (const r of steps.BURN_POLICIES) {
+        assert.ok(Math.abs(r.burn_rate * r.long_ms / (30 * 24 * 3600 * 1000) - r.budget) < 1e-12, r);
+    }
+});
+
 test('the settings come from env strings, and a bad one is refused with its name', () => {
     const s = steps.burnSettings({ slo: '0.999', slaMs: '5000', scale: '1440', minBad: '' });
     assert.deepEqual([s.slo, s.sla_ms, s.scale, s.min_bad], [0.999, 5000, 1440, 3]);
@@ -81,6 +87,7 @@ test('a fast burn pages once per episode, then resolves when the short windows a
     assert.match(page.topic, /^\[burn-rate\] page: error budget burning 6\.\dx \(over 6x in 6 min and 30 s\)$/);
     assert.match(page.payload, /99% of images within 10 s over 12 h/);
     assert.match(page.payload, /scaled down by 60/);
+    assert.match(page.payload, /The last 6 min alone spent 5\.\d+% of the budget of 12 h \(this rule fires from 5%\)/);
     assert.equal(state.episode.severity, 'page');
     // Good images again: the page's windows clear, but the ticket's short window (6 min) still burns
     // over 1: the episode stays open (and mails nothing) until it clears.
@@ -97,7 +104,9 @@ test('a fast burn pages once per episode, then resolves when the short windows a
 });
 
 test('one slow image does not fire, with traffic around it or without', () => {
-    for (const events of [[[T0, SLOW]], [...series(30, GOOD, T0, 200), [T0 + 6000, SLOW], ...series(30, GOOD, T0 + 6100, 200)]]) {
+    const alone = [[T0, SLOW]];
+    const amongGood = [...series(30, GOOD, T0, 200), [T0 + 6000, SLOW], ...series(30, GOOD, T0 + 6100, 200)];
+    for (const events of [alone, amongGood]) {
         const { settings, state } = fed([]);
         for (const [t, line] of events) {
             steps.countImage(state, settings, line, t);
@@ -163,5 +172,6 @@ test('counts are kept per bucket: memory stays bounded however many images come'
 test('the node status names the burn over the first page windows and an open episode', () => {
     const { settings, state } = fed(series(5, FAILED, T0, 100));
     const alert = steps.burnAlert(state, settings, T0 + 500);
-    assert.deepEqual(steps.burnStatus(alert), { fill: 'red', shape: 'dot', text: 'burn 100.0x/100.0x (1 min/5 s), page open' });
+    assert.deepEqual(steps.burnStatus(alert),
+        { fill: 'red', shape: 'dot', text: 'burn 100.0x/100.0x (1 min/5 s), page open' });
 });

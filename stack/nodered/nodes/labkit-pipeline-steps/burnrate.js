@@ -27,18 +27,23 @@
 
 const { num } = require('./shared');
 
-const HOUR_MS = 3600 * 1000;
-/** The workbook's SLO window. */
-const SLO_WINDOW_MS = 30 * 24 * HOUR_MS;
-/** The workbook's thresholds for a 30-day SLO (budget: the share of it a firing long window has spent). */
-const BURN_POLICIES = Object.freeze([
-    { severity: 'page', long_ms: HOUR_MS, short_ms: 5 * 60 * 1000, burn_rate: 14.4, budget: 0.02 },
-    { severity: 'page', long_ms: 6 * HOUR_MS, short_ms: 30 * 60 * 1000, burn_rate: 6, budget: 0.05 },
-    { severity: 'ticket', long_ms: 72 * HOUR_MS, short_ms: 6 * HOUR_MS, burn_rate: 1, budget: 0.10 }
-]);
+const POLICY = require('./burn-policies.json'); // shared with labkit/analysis/budget.py
+
+/** The workbook's SLO window (30 days). */
+const SLO_WINDOW_MS = POLICY.slo_window_s * 1000;
+/**
+ * The workbook's rules for a 30-day SLO: page at 14.4 over 1 h and 5 min, or 6 over 6 h and
+ * 30 min; ticket at 1 over 3 days and 6 h (budget: the share of the budget a firing long window spent).
+ */
+const BURN_POLICIES = Object.freeze(POLICY.rules.map(r => Object.freeze({
+    severity: r.severity, long_ms: r.long_s * 1000, short_ms: r.short_s * 1000, burn_rate: r.burn_rate, budget: r.budget
+})));
 const SEVERITY = { ticket: 1, page: 2 };
 /** The defaults of the settings (the flow tab's env BURN_SLO, SLA_THRESHOLD_MS, BURN_WINDOW_SCALE, BURN_MIN_BAD). */
-const BURN_DEFAULTS = Object.freeze({ slo: 0.99, slaMs: 10000, scale: 60, minBad: 3 });
+const BURN_DEFAULTS = Object.freeze({
+    slo: POLICY.defaults.slo, slaMs: POLICY.defaults.sla_ms,
+    scale: POLICY.defaults.scale, minBad: POLICY.defaults.min_bad
+});
 // Buckets per shortest window: counts are kept per bucket, so a window's edge is this fine.
 const BUCKETS_PER_SHORT_WINDOW = 10;
 
@@ -58,7 +63,8 @@ function burnSettings(given = {}) {
         throw new Error('burn-rate settings out of range: need 0 < BURN_SLO < 1, SLA_THRESHOLD_MS > 0, ' +
             'BURN_WINDOW_SCALE > 0 and BURN_MIN_BAD >= 1; got ' + [slo, slaMs, scale, minBad].join(', '));
     }
-    const rules = BURN_POLICIES.map(p => Object.assign({}, p, { long_ms: p.long_ms / scale, short_ms: p.short_ms / scale }));
+    const rules = BURN_POLICIES.map(p =>
+        Object.assign({}, p, { long_ms: p.long_ms / scale, short_ms: p.short_ms / scale }));
     return {
         slo: slo, sla_ms: slaMs, scale: scale, min_bad: minBad, slo_window_ms: SLO_WINDOW_MS / scale,
         ticket_wait_ms: rules[0].long_ms,
@@ -132,7 +138,8 @@ function burnCheck(state, settings, now) {
     const rules = settings.rules.map(rule => {
         const long = windowCounts(state, rule.long_ms, now, settings.slo);
         const short = windowCounts(state, rule.short_ms, now, settings.slo);
-        const firing = long.burn_rate > rule.burn_rate && short.burn_rate > rule.burn_rate && long.bad >= settings.min_bad;
+        const firing = long.burn_rate > rule.burn_rate && short.burn_rate > rule.burn_rate &&
+            long.bad >= settings.min_bad;
         return Object.assign({}, rule, { long: long, short: short, firing: firing });
     });
     const worst = rules.filter(r => r.firing).sort((a, b) => SEVERITY[b.severity] - SEVERITY[a.severity])[0];
@@ -164,25 +171,29 @@ function fixed(x) {
 
 /** The text every burn-rate mail shares: the SLO, the scale, and each rule's windows now. */
 function windowsTable(check, settings) {
-    const rows = check.rules.map(r => [
-        r.severity.padEnd(8), (span(r.long_ms) + ' / ' + span(r.short_ms)).padEnd(18),
-        (r.long.bad + '/' + r.long.images).padEnd(11), (r.short.bad + '/' + r.short.images).padEnd(11),
-        (fixed(r.long.burn_rate) + ' / ' + fixed(r.short.burn_rate)).padEnd(15),
-        String(r.burn_rate).padEnd(10), r.firing ? 'FIRING' : '-'
-    ].join(''));
+    const widths = [8, 22, 12, 13, 19, 11];
+    const row = cells => cells.map((c, i) => i < widths.length ? String(c).padEnd(widths[i]) : c).join('');
+    const rows = check.rules.map(r => row([
+        r.severity, span(r.long_ms) + ' / ' + span(r.short_ms), r.long.bad + '/' + r.long.images,
+        r.short.bad + '/' + r.short.images, fixed(r.long.burn_rate) + ' / ' + fixed(r.short.burn_rate), r.burn_rate,
+        r.firing ? 'FIRING' : '-'
+    ]));
     return [
         'SLO: ' + pct(settings.slo) + ' of images within ' + (settings.sla_ms / 1000) + ' s over ' +
-            span(settings.slo_window_ms) + ' (the workbook\'s 30 days, with every window scaled down by ' +
-            settings.scale + ', BURN_WINDOW_SCALE).',
+            span(settings.slo_window_ms) + ':',
+        'the workbook\'s 30 days, with every window scaled down by ' + settings.scale + ' (BURN_WINDOW_SCALE).',
         'A rule fires when its burn rate is over the threshold in both windows and its long window',
         'holds at least ' + settings.min_bad + ' bad images (BURN_MIN_BAD).',
         '',
-        'alert   windows (long/short) bad (long) bad (short) burn (long/short) threshold state',
+        row(['alert', 'windows (long/short)', 'bad (long)', 'bad (short)', 'burn (long/short)', 'threshold', 'state']),
         ...rows
     ].join('\n');
 }
 
-/** The e-mail (the e-mail node's input) of an episode that opens or escalates ("page"/"ticket"), or ends ("resolved"). */
+/**
+ * The e-mail (the e-mail node's input) of an episode that opens or escalates (kind "page" or
+ * "ticket"), or ends ("resolved").
+ */
 function burnMail(kind, check, settings, episode, now) {
     const from = 'labkit-pipeline@lab.local';
     if (kind === 'resolved') {
@@ -202,9 +213,11 @@ function burnMail(kind, check, settings, episode, now) {
             span(r.long_ms) + ' and ' + span(r.short_ms) + ')',
         from: from, payload: [
             'The pipeline spends its error budget ' + fixed(burn) + ' times as fast as the SLO allows: ' +
-                r.long.bad + ' of the last ' + r.long.images + ' images were slow or failed in the last ' + span(r.long_ms) + ',',
-            r.short.bad + ' of ' + r.short.images + ' in the last ' + span(r.short_ms) + '. At this rate the long window spends ' +
-                pct(r.budget) + ' of the budget.',
+                r.long.bad + ' of the last ' + r.long.images + ' images',
+            'were slow or failed in the last ' + span(r.long_ms) + ', ' + r.short.bad + ' of ' + r.short.images +
+                ' in the last ' + span(r.short_ms) + '.',
+            'The last ' + span(r.long_ms) + ' alone spent ' + pct(r.long.burn_rate * r.long_ms / settings.slo_window_ms) +
+                ' of the budget of ' + span(settings.slo_window_ms) + ' (this rule fires from ' + pct(r.budget) + ').',
             '', windowsTable(check, settings), '', '-- the labkit pipeline (Node-RED)'
         ].join('\n')
     };
