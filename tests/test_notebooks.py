@@ -103,6 +103,7 @@ def test_04_load_and_sla_measures_percentiles_and_an_inconclusive_verdict(lab, o
     low, high = results["p99_ci_s"]
     assert low <= results["p99_s"] <= high
     assert high == float("inf")  # 12 images cannot bound p99 from above: the notebook says so, not max()
+    assert "bounds" in claims.notebook_text(notebook) and "– ∞, n=12)" in claims.notebook_text(notebook)
     # 12 images, none late, still cannot support "99 % within 10 s": 299 are needed
     assert results["verdict"] == "INCONCLUSIVE" and results["min_samples"] == 299
     assert results["lower_bound"] < 0.99
@@ -138,8 +139,15 @@ def test_07_sla_report_writes_the_report_without_secrets(lab, out_dir, tmp_path)
     assert html.parent == reports and html.is_file() and pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
     assert results["n_images"] == 6
     assert results["latency_status"] == "INCONCLUSIVE"  # 6 images cannot support 99 %
+    assert results["headline"] == verdicts.weakest([results["latency_status"], results["availability_status"]])
+    assert set(results["checks"].values()) <= {"met", "not met"}  # probes are checks, never PASS badges
     text = html.read_text()
     assert results["run"] in text and "Where the images went" in text
+    assert f'<p class="status">{results["headline"]}</p>' in text
+    assert claims.report_interval_problems(text) == [] and not verdicts.pass_beside_weaker(text)
+    assert "consecutive failed probes count as one outage" in text
+    shown = claims.notebook_text(notebook)
+    assert f"Headline: {results['headline']}" in shown and "one every 0.5 s" in shown
     for value in lab.ctx.secrets.secret_values():
         assert value not in text
     assert_no_secrets(lab, notebook)
