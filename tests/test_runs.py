@@ -106,3 +106,27 @@ def test_bad_sweep_axes_are_one_line_naming_the_fix(grid: dict, message: str) ->
     with pytest.raises(LabConfigError, match=message) as caught:
         bench.sweep_points(grid)
     assert "Fix:" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_experiment_raises_its_first_error_when_the_clean_up_fails_too(tmp_path: Path, monkeypatch) -> None:
+    """A restart whose `up` fails leaves the services down, so the clean-up's stand-up fails as
+    well; the error raised must be the cause, not the clean-up's."""
+    from types import SimpleNamespace
+
+    from labkit.errors import ServiceError
+    from labkit.experiments import run as experiment
+
+    calls = []
+
+    def stand_up(lab, *args, **kwargs) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise LabConfigError("Not installed yet: the cause")
+        raise ServiceError("storage is unreachable: the clean-up")
+
+    monkeypatch.setattr(experiment.pipeline, "stand_up", stand_up)
+    lab = SimpleNamespace(ctx=SimpleNamespace(config=SimpleNamespace(data_dir=tmp_path)))
+    spec = {"name": "t", "load": {"kind": "open", "rate_per_s": 1, "images": 1}}
+    with pytest.raises(LabConfigError, match="the cause"):
+        experiment.run_experiment(lab, spec, tmp_path / "runs")
+    assert len(calls) == 2  # the clean-up was tried

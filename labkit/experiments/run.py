@@ -109,17 +109,27 @@ def run_experiment(lab: Lab, spec: ExperimentSpec | Mapping | str | os.PathLike,
             for repetition in range(spec.repetitions):
                 reps.append(_repetition(lab, spec, repetition, f"exp/{spec.name}/{stamp}/r{repetition}/",
                                         injector, progress, on_upload))
-    finally:
-        try:
-            injector.clear_all()
-        finally:
-            pipeline.stand_up(lab)  # the default policy again
+    except BaseException:
+        # The first error is the one to raise: after a failed restart the clean-up fails too
+        # (the services are down), and its error would hide the cause.
+        with contextlib.suppress(Exception):
+            _restore(lab, injector)
+        raise
+    _restore(lab, injector)
     results = pd.concat([r["results"] for r in reps], ignore_index=True)
     env = environment(lab, spec, started, datetime.now(UTC), [w for r in reps for w in r["fault_windows"]])
     env["recovery"] = [r["recovery"] for r in reps if r["recovery"] is not None]
     run_dir = save_experiment(out_dir, f"{spec.name}-{stamp}", results, prober.table(), env)
     return Run(spec, run_dir, results, prober.table(), env, concat([r["load"] for r in reps]),
                concat([r["reconciliation"] for r in reps]))
+
+
+def _restore(lab: Lab, injector: FaultInjector) -> None:
+    """Clear every fault, then stand the pipeline up with its default policy again."""
+    try:
+        injector.clear_all()
+    finally:
+        pipeline.stand_up(lab)
 
 
 def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, injector: FaultInjector,
