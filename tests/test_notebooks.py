@@ -150,16 +150,25 @@ def test_labkit_notebooks_names_unknown_notebooks_and_runs_known_ones(lab, tmp_p
     assert json.loads((tmp_path / "00_setup.json").read_text())["healthy"] is True
 
 
-def test_08_scaling_benchmarks_the_pipeline_beside_the_bare_loop_and_sweeps(lab, out_dir):
+def test_08_scaling_benchmarks_the_pipeline_beside_the_bare_loop_and_sweeps_with_repetitions(lab, out_dir):
     results, notebook = run_notebook("08_scaling", lab, out_dir, bench_rates=[5], bench_images=6,
                                      saturation_images=8, concurrency=4, sweep_images=6, max_inflight=[2, 8],
-                                     action_concurrency=[2], partitions=[1], consumer_concurrency=[1])
+                                     action_concurrency=[2], partitions=[1], consumer_concurrency=[1, 2],
+                                     repetitions=2)
     bench = json.loads(Path(results["bench_json"]).read_text())
     assert bench["bare"]["throughput_img_s"] > 0 and Path(results["bench_plot"]).is_file()
     assert [r["rate_per_s"] for r in results["rates"]] == [5]
     assert results["saturation_over_bare"] == bench["ratios"]["saturation_over_bare_throughput"] > 0
-    # one row per point of each sweep, every image through
-    assert [(p["max_inflight"], p["partitions"]) for p in results["sweep"]] == [(2, 1), (8, 1), (8, 1)]
+    # every point of each sweep twice (repetitions interleaved), every image through
+    points = [(p["max_inflight"], p["consumer_concurrency"], p["repetition"]) for p in results["sweep"]]
+    assert points == [(2, 1, 0), (8, 1, 0), (2, 1, 1), (8, 1, 1), (8, 1, 0), (8, 2, 0), (8, 1, 1), (8, 2, 1)]
     assert all(p["ok"] == 6 and p["errors"] == 0 and p["throughput_img_s"] > 0 for p in results["sweep"])
     assert Path(results["sweep_csv"]).is_file()
+    # each comparison is judged on its paired repetitions, and says so in words the data support
+    for comparison in results["comparisons"].values():
+        assert comparison["detectable"] == (comparison["low"] > 0 or comparison["high"] < 0)
+        verdict = "a detectable difference" if comparison["detectable"] else "no detectable difference at this n"
+        assert verdict in comparison["text"] and comparison["text"] in claims.notebook_text(notebook)
+    assert set(results["comparisons"]) == {"max_inflight", "consumer_concurrency"}
+    assert "no upper bound (∞)" in claims.notebook_text(notebook)  # p99 of 6 images is not a tail
     assert_no_secrets(lab, notebook)
