@@ -17,6 +17,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
+from labkit.analysis.budget import alert_comparison
 from labkit.experiments.faults import Fault, FaultInjector
 from labkit.pipeline import deploy as pipeline
 from labkit.pipeline import upload
@@ -129,7 +130,9 @@ def test_a_fast_burn_pages_once_while_every_slow_image_mails(alerting: Lab, run_
 
     detected_s = (epoch_ms(page[0]["Created"]) - t_fault) / 1000
     first_bad_s = (rows["t_done"].min() - t_fault) / 1000
-    print(f"\nfast burn: {len(slow)} of {len(rows)} images over the SLA; per-image policy {len(per_image)} mails, "
-          f"burn-rate policy {len(burns)} mail; page {detected_s:.1f} s after the fault began "
-          f"(first slow image done after {first_bad_s:.1f} s)")
     assert first_bad_s <= detected_s < first_bad_s + 30
+    table = alert_comparison(new_mails(mailbox, seen), schedule.windows()).set_index("policy")
+    print(f"\nfast burn: {len(slow)} of {len(rows)} images over the SLA, the first done {first_bad_s:.1f} s after "
+          f"the fault began\n{table.to_string()}")
+    assert table.loc["burn-rate", ["alerts", "detected", "redundant", "false"]].tolist() == [1, 1, 0, 0]
+    assert table.loc["per-image", "alerts"] == len(per_image) and table.loc["per-image", "redundant"] == len(slow) - 1

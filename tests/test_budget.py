@@ -83,3 +83,30 @@ def test_windows_end_where_asked_and_scale_with_the_setting() -> None:
     assert earlier.loc[0, "firing"]
     slower = burn_rates(frame, at_ms=T0 + 59_000, scale=1440)  # 1 h -> 2.5 s
     assert slower.loc[0, "long_s"] == 2.5 and slower.loc[0, "long_images"] == 3
+
+
+def mail(subject: str, t_ms: float) -> dict:
+    return {"Subject": subject, "Created": pd.Timestamp(t_ms, unit="ms", tz="UTC").isoformat().replace("+00:00", "Z")}
+
+
+def test_the_two_policies_side_by_side_on_one_fault() -> None:
+    faults = pd.DataFrame([{"start_ms": T0, "end_ms": T0 + 20_000}])
+    mails = [
+        mail("SLA alert: early.jpg took 10.50 s", T0 - 5_000),  # before the fault: false
+        *(mail(f"SLA alert: k{i}.jpg took 21.00 s", T0 + 21_000 + i * 100) for i in range(10)),
+        mail("[burn-rate] page: error budget burning 40.0x (over 14.4x in 1 min and 5 s)", T0 + 20_500),
+        mail("[burn-rate] resolved: page after 6.5 min", T0 + 410_000),  # a notice, not an alert
+        mail("SLA alert: late.jpg took 11.00 s", T0 + 200_000),  # long after the fault and its grace: false
+    ]
+    table = budget.alert_comparison(mails, faults).set_index("policy")
+    assert table.loc["per-image"].to_dict() == {"alerts": 12, "detected": 1, "faults": 1, "detect_s": 21.0,
+                                                "redundant": 9, "false": 2}
+    assert table.loc["burn-rate"].to_dict() == {"alerts": 1, "detected": 1, "faults": 1, "detect_s": 20.5,
+                                                "redundant": 0, "false": 0}
+
+
+def test_a_fault_nobody_alerted_on_is_undetected() -> None:
+    faults = pd.DataFrame([{"start_ms": T0, "end_ms": None}])
+    table = budget.alert_comparison([], faults).set_index("policy")
+    assert table["alerts"].tolist() == [0, 0] and table["detected"].tolist() == [0, 0]
+    assert table["detect_s"].isna().all()

@@ -139,3 +139,44 @@ def burn_rates(frame: pd.DataFrame, at_ms: float | None = None, slo: float = DEF
                          and row["long_bad"] >= min_bad)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: Each alert policy's mails, by subject: the per-image SLA e-mail, and the burn-rate alert's
+#: page and ticket (its ``resolved`` notices end an episode and are no alerts).
+POLICY_SUBJECTS = {"per-image": r"^SLA alert: ", "burn-rate": r"^\[burn-rate\] (?:page|ticket): "}
+
+
+def alert_comparison(mails: list[dict], faults: pd.DataFrame, grace_s: float = 60.0) -> pd.DataFrame:
+    """The two alert policies side by side on one fault schedule: what each sent, and when.
+
+    An alert sent while a fault was in force, or up to ``grace_s`` after it ended (the images it
+    slowed finish late), belongs to that fault: the first one detects it, the others are
+    redundant. An alert outside every fault's span is false.
+
+    Args:
+        mails: Mailpit's message summaries (:meth:`labkit.stack.services.mail.Mailbox.messages`):
+            ``Subject`` and ``Created``.
+        faults: The schedule's fault windows (:meth:`~labkit.experiments.faults.schedule.Schedule.windows`):
+            ``start_ms`` and ``end_ms`` (epoch ms; None while in force).
+        grace_s: How long after a fault its alerts still count as its own.
+
+    Returns:
+        One row per policy: ``policy, alerts, detected`` (faults with an alert), ``faults``,
+        ``detect_s`` (mean seconds from a fault's start to its first alert; NaN if none),
+        ``redundant, false``.
+    """
+    sent = pd.DataFrame(mails, columns=["Subject", "Created"])
+    created = pd.to_datetime(sent["Created"], utc=True, format="ISO8601")
+    sent_ms = (created - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(milliseconds=1)
+    spans = [(float(f.start_ms), float("inf") if pd.isna(f.end_ms) else float(f.end_ms) + grace_s * 1000)
+             for f in faults.itertuples()]
+    rows = []
+    for policy, pattern in POLICY_SUBJECTS.items():
+        times = sorted(sent_ms[sent["Subject"].str.contains(pattern, regex=True)].tolist())
+        firsts = [next((t for t in times if start <= t <= end), None) for start, end in spans]
+        owned = [t for t in times if any(start <= t <= end for start, end in spans)]
+        delays = [(t - start) / 1000 for t, (start, _) in zip(firsts, spans) if t is not None]
+        rows.append({"policy": policy, "alerts": len(times), "detected": len(delays), "faults": len(spans),
+                     "detect_s": sum(delays) / len(delays) if delays else float("nan"),
+                     "redundant": len(owned) - len(delays), "false": len(times) - len(owned)})
+    return pd.DataFrame(rows)
