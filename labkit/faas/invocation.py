@@ -17,7 +17,8 @@ from labkit.faas.models import kv_to_dict, root_namespace
 from labkit.faas.worker import Worker
 
 MB = 1024 * 1024
-PREWARM_SLOT_WAIT_S = 10.0  # how long pre-warming waits for a free slot under the global cap
+PREWARM_SLOT_WAIT_S = 10.0
+STRAY_WAIT_S = 5.0  # how long pre-warming waits for a free slot under the global cap
 
 
 class ShuttingDown(RuntimeError):
@@ -136,8 +137,11 @@ def _kill_strays(workdirs: Path) -> None:
     survive a runner that was SIGKILLed; their working directory gives them away.
     """
     root = str(workdirs.resolve()) + os.sep
+    killed = []
     for proc in psutil.process_iter(["cwd"]):
         cwd = proc.info.get("cwd")
         if cwd and (cwd + os.sep).startswith(root):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
+                killed.append(proc)
+    psutil.wait_procs(killed, timeout=STRAY_WAIT_S)  # gone before their cgroups are swept

@@ -21,6 +21,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from labkit.faas.activation import WHISK_ERROR, Execution, Verdict, judge_init, judge_run
+from labkit.faas.cgroup import MemoryGroups
 from labkit.faas.config import AUTH_ENV, RunnerSettings
 from labkit.faas.invocation import (
     MB,
@@ -61,6 +62,7 @@ class WorkerManager:
         self._reaper: asyncio.Task[None] | None = None
         self._closing = False
         self._env = self._worker_env()
+        self._groups = MemoryGroups()
 
     @staticmethod
     def _worker_env() -> dict[str, str]:
@@ -72,6 +74,7 @@ class WorkerManager:
     async def start(self) -> None:
         """Clear what a crashed runner left behind, then start the idle reaper."""
         await asyncio.to_thread(_kill_strays, self._workdirs)
+        await asyncio.to_thread(self._groups.sweep)
         with contextlib.suppress(FileNotFoundError):
             for stale in self._workdirs.iterdir():
                 await asyncio.to_thread(shutil.rmtree, stale, True)
@@ -184,6 +187,7 @@ class WorkerManager:
                 self._workdirs / uuid.uuid4().hex,
                 self._env,
                 memory_limit_bytes=memory,
+                groups=self._groups,
             )
         except BaseException:
             await self._release_slot()

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import psutil
 
+from labkit.faas.cgroup import MemoryGroups
 from labkit.faas.launcher import ARCHIVE, GUARD
 
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
@@ -124,6 +125,8 @@ class Worker:
         self.logs = LogCollector()
         self.last_used = time.monotonic()
         self._oom = False
+        self.groups: MemoryGroups | None = None
+        self.group: Path | None = None  # this worker's memory cgroup, when there is one
         self._pumps = [
             asyncio.create_task(self._pump(proc.stdout, "stdout")),
             asyncio.create_task(self._pump(proc.stderr, "stderr")),
@@ -135,6 +138,7 @@ class Worker:
         workdir: Path,
         env: Mapping[str, str],
         memory_limit_bytes: int,
+        groups: MemoryGroups | None = None,
     ) -> Worker:
         """Start a launcher process in its own session (process group).
 
@@ -143,6 +147,8 @@ class Worker:
             env: Environment for the process.
             memory_limit_bytes: Resident-memory limit (the process group's RSS), enforced by
                 polling, as OpenWhisk's container cgroup counts resident memory.
+            groups: Memory cgroups, when the runner may make them: the kernel then enforces
+                the limit as well (before the action's code is loaded).
 
         Returns:
             The started worker, not yet initialised.
@@ -176,6 +182,9 @@ class Worker:
         worker = cls(proc, replies, transport, workdir, memory_limit_bytes)
         try:
             await worker._await_startup()
+            if groups is not None:
+                worker.groups = groups
+                worker.group = await asyncio.to_thread(groups.attach, worker.pid, memory_limit_bytes)
         except BaseException:
             await worker.stop(grace_s=0)
             raise
@@ -286,7 +295,7 @@ class Worker:
             raw = b""
         if not raw.endswith(b"\n"):  # EOF: the process is gone
             await self._wait_exit(1.0)
-            return None, "memory" if self._oom else "died"
+            return None, "memory" if self._oom or self._cgroup_oom() else "died"
         return raw, None
 
     async def _watch_memory(self) -> None:
@@ -342,6 +351,11 @@ class Worker:
             task.cancel()
         self._reply_transport.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.groups is not None:
+            self.groups.remove(self.group)
+
+    def _cgroup_oom(self) -> bool:
+        return self.groups is not None and self.groups.oom_killed(self.group)
 
 
 def _rss(proc: psutil.Process) -> int:
