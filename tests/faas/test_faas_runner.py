@@ -127,7 +127,8 @@ def test_ping_and_api_info(runner: Any) -> None:
 @pytest.mark.parametrize("auth", [None, "wrong", "user-only"])
 def test_unauthenticated_calls_get_401(runner: Any, auth: str | None) -> None:
     uid, key = runner.auth.split(":")
-    credentials = {None: None, "wrong": (uid, key[:-1] + "x"), "user-only": (uid, "")}[auth]
+    wrong = key[:-1] + ("y" if key.endswith("x") else "x")  # one character off, never the key itself
+    credentials = {None: None, "wrong": (uid, wrong), "user-only": (uid, "")}[auth]
     resp = httpx.get(f"{runner.base_url}/api/v1/namespaces/_/actions", auth=credentials)
     assert resp.status_code == 401
     body = resp.json()
