@@ -104,9 +104,9 @@ def test_a_fast_burn_pages_once_while_every_slow_image_mails(alerting: Lab, run_
     warm = push_ok(alerting, 5, 51, run_id)
     upload.wait_for(alerting, warm["key"], timeout_s=60)
 
-    # The schedule: 20 s of latency over the SLA on every invoke; 10 images go in under it.
+    # The schedule: 30 s of latency over the SLA on every invoke; 10 images go in under it.
     schedule = FaultInjector(alerting).run_schedule(
-        [Fault("latency", HOP, at_s=0, duration_s=20, params={"latency_ms": SLOW_MS})])
+        [Fault("latency", HOP, at_s=0, duration_s=30, params={"latency_ms": SLOW_MS})])
     try:
         t_fault = poll("the fault in force", lambda: schedule.windows()["start_ms"].tolist(), timeout_s=10)[0]
         burst = push_ok(alerting, 10, 52, run_id)
@@ -118,7 +118,7 @@ def test_a_fast_burn_pages_once_while_every_slow_image_mails(alerting: Lab, run_
     upload.wait_for(alerting, after["key"], timeout_s=60)
 
     slow = rows[rows["duration_ms"] >= 10_000]
-    assert len(slow) >= 8, rows[["key", "outcome", "duration_ms"]].to_dict("records")
+    assert len(slow) >= 5, rows[["key", "outcome", "duration_ms"]].to_dict("records")
     per_image = poll("an SLA e-mail per slow image", lambda: (m := sla_mails(mailbox, seen, slow["key"]))
                      and len(m) == len(slow) and m, timeout_s=30)
     burns = burn_mails(mailbox, seen)
@@ -129,7 +129,7 @@ def test_a_fast_burn_pages_once_while_every_slow_image_mails(alerting: Lab, run_
     assert "scaled down by 60" in message["Text"] and "FIRING" in message["Text"]
 
     detected_s = (epoch_ms(page[0]["Created"]) - t_fault) / 1000
-    first_bad_s = (rows["t_done"].min() - t_fault) / 1000
+    first_bad_s = (slow["t_done"].min() - t_fault) / 1000
     assert first_bad_s <= detected_s < first_bad_s + 30
     table = alert_comparison(new_mails(mailbox, seen), schedule.windows()).set_index("policy")
     print(f"\nfast burn: {len(slow)} of {len(rows)} images over the SLA, the first done {first_bad_s:.1f} s after "
