@@ -82,6 +82,8 @@ class MemoryGroups:
             if own is not None and _usable(flavour, own):
                 self.flavour, self.base = flavour, own
                 break
+        # kept when cgroups turn off, for the groups already made
+        self._events_file = self.flavour.events_file if self.flavour else ""
 
     @property
     def enabled(self) -> bool:
@@ -110,7 +112,7 @@ class MemoryGroups:
 
     def oom_killed(self, path: Path | None) -> bool:
         """Whether the kernel killed a process of this cgroup for memory."""
-        return path is not None and self.flavour is not None and _oom_kills(path, self.flavour.events_file) > 0
+        return path is not None and _oom_kills(path, self._events_file) > 0
 
     @staticmethod
     def remove(path: Path | None) -> None:

@@ -352,7 +352,7 @@ class Worker:
         self._reply_transport.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.groups is not None:
-            self.groups.remove(self.group)
+            await asyncio.to_thread(self.groups.remove, self.group)  # may wait for stragglers
 
     def _cgroup_oom(self) -> bool:
         return self.groups is not None and self.groups.oom_killed(self.group)
