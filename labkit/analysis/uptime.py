@@ -60,10 +60,10 @@ def method_text(probes: pd.DataFrame, service: str = "pipeline") -> str:
     row = downtime(probes).set_index("service").loc[service]
     n = int((probes["service"] == service).sum())
     return (
-        f"Estimated from {n} probes of the {service}, one every {spacing:g} s over a {row['window_s']:.0f} s window. "
+        f"Estimated from {n} probes of the {service}, one every {spacing:.2g} s over a {row['window_s']:.0f} s window. "
         "Probes inside one outage are not independent, so consecutive failed probes count as one outage, and each "
         f"failed probe stands for one probe interval of downtime: {int(row['outages'])} outage(s), "
         f"{row['downtime_s']:.1f} s down, {_pct(row['downtime_share'])} of the window. An outage shorter than "
-        f"{spacing:g} s can fall between two probes and go unseen; the bound on the share of probes that were up "
+        f"{spacing:.2g} s can fall between two probes and go unseen; the bound on the share of probes that were up "
         "treats them as independent, so it is optimistic."
     )
