@@ -136,3 +136,40 @@ def test_a_fast_burn_pages_once_while_every_slow_image_mails(alerting: Lab, run_
           f"the fault began\n{table.to_string()}")
     assert table.loc["burn-rate", ["alerts", "detected", "redundant", "false"]].tolist() == [1, 1, 0, 0]
     assert table.loc["per-image", "alerts"] == len(per_image) and table.loc["per-image", "redundant"] == len(slow) - 1
+
+
+def redeploy_with(lab: Lab, **env: float) -> None:
+    """The deployed pipeline again, with these tab env properties changed (the others kept)."""
+    with lab.nodered() as admin:
+        tab = next(n for n in admin.flows() if n["id"] == pipeline.TAB_ID)
+    current = {e["name"]: float(e["value"]) if e["type"] == "num" else e["value"] for e in tab["env"]}
+    pipeline.deploy_flow(lab, {**current, **env})
+    pipeline.wait_for_consumer(lab)
+
+
+def test_an_episode_ends_with_one_resolved_mail_once_the_burn_stops(alerting: Lab, run_id: str) -> None:
+    # Windows 12 times shorter than the default: the ticket's short window is 30 s, not 6 min.
+    redeploy_with(alerting, BURN_WINDOW_SCALE=720)
+    try:
+        mailbox = alerting.mailbox()
+        seen = {m["ID"] for m in mailbox.messages()}
+        schedule = FaultInjector(alerting).run_schedule(
+            [Fault("latency", HOP, at_s=0, duration_s=15, params={"latency_ms": SLOW_MS})])
+        try:
+            poll("the fault in force", lambda: len(schedule.windows()), timeout_s=10)
+            burst = push_ok(alerting, 5, 61, run_id)
+            poll("the burn-rate page", lambda: burn_mails(mailbox, seen), timeout_s=90)
+            rows = upload.wait_for(alerting, burst["key"], timeout_s=120)
+        finally:
+            schedule.wait()
+        # No image comes now: the node's tick every second ends the episode once the windows are clean.
+        burns = poll("the resolved mail", lambda: (m := burn_mails(mailbox, seen)) and len(m) >= 2 and m,
+                     timeout_s=120)
+    finally:
+        pipeline.stand_up(alerting)
+    assert (rows["duration_ms"] >= 10_000).sum() >= 3
+    assert [m["Subject"].split(":")[0] for m in burns] == ["[burn-rate] page", "[burn-rate] resolved"]
+    assert burns[1]["Subject"].startswith("[burn-rate] resolved: page after ")
+    last_bad_s = (epoch_ms(burns[1]["Created"]) - rows["t_done"].max()) / 1000
+    print(f"\nresolved {last_bad_s:.1f} s after the last slow image (the ticket's short window: 30 s)")
+    assert 29 <= last_bad_s < 60
