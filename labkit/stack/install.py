@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from labkit.core.files import locked
 from labkit.core.progress import Reporter
 from labkit.errors import LabConfigError
 
@@ -216,16 +217,27 @@ def install(steps: list[InstallStep], cache: Path, reporter: Reporter, force: bo
     require_tools({t for s in todo for t in s.tools}, "`labkit install`")
     (cache / "logs").mkdir(parents=True, exist_ok=True)
     with reporter.session(), ThreadPoolExecutor(max_workers=3) as pool:
-        futures = [pool.submit(_install_one, s, cache, reporter) for s in todo]
+        futures = [pool.submit(_install_one, s, cache, reporter, force) for s in todo]
         errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]
 
 
-def _install_one(step: InstallStep, cache: Path, reporter: Reporter) -> None:
-    """Raises:
+def _install_one(step: InstallStep, cache: Path, reporter: Reporter, force: bool = False) -> None:
+    """Build one entry, one process at a time: two installs on one machine (two checkouts'
+    ``make test``, say) share the per-user cache, and the second finds the first one's entry.
+
+    Raises:
         LabConfigError: the build failed, or the cache could not be written.
     """
+    with locked(cache / "locks" / f"{step.name}.lock"):
+        if force or check_entry(step, cache) is not None:
+            _build_entry(step, cache, reporter)
+        else:
+            reporter.note(f"{step.describe()}: cached (built meanwhile by another install)")
+
+
+def _build_entry(step: InstallStep, cache: Path, reporter: Reporter) -> None:
     target = step.target(cache)
     partial = target.with_name(target.name + ".partial")
     log = cache / "logs" / f"{step.name}.log"
