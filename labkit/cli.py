@@ -138,6 +138,26 @@ def _print_table(rows: list[ServiceStatus]) -> None:
     Console().print(table)
 
 
+@main.group(help="The resize action, packaged for a real OpenWhisk.")
+def action() -> None:
+    """The ``labkit action`` verbs."""
+
+
+@action.command(name="zip", help="Build the resize action's zip (__main__.py and a virtualenv/ with the libraries pinned "
+                                 "in stack/actions/requirements.txt, from PyPI) for `wsk action update ... --kind "
+                                 "python:3.11`; built once into the lab's cache, then copied to --out.")
+@click.option("--out", "out", default="resize.zip", show_default=True, help="Where to write the zip.")
+@click.option("--force", is_flag=True, help="Build again even when the cache has it.")
+def action_zip(out: str, force: bool) -> None:
+    from labkit.pipeline.action_zip import copy_zip, zip_layout
+    from labkit.stack.config import load_config
+
+    path, took_s = copy_zip(load_config().cache_dir, out, force=force)
+    layout = zip_layout(path.read_bytes())
+    pins = ", ".join(f"{name} {version}" for name, version in sorted(layout["packages"].items()))
+    click.echo(f"{path} ({path.stat().st_size / 1e6:.1f} MB, {took_s:.1f} s): {layout['entry']} + virtualenv/ with {pins}")
+
+
 @main.command(help="Render the SLA report (HTML and PDF) of a run directory written by labkit.analysis.report.save_run.")
 @click.argument("run_dir", metavar="RUN_DIR")
 @click.option("--out", "out_dir", default="reports", show_default=True, help="Directory for the report files.")

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import sys
@@ -26,6 +27,7 @@ from kafka import KafkaProducer
 from minio.error import S3Error
 
 from labkit.errors import LabConfigError, ServiceError
+from labkit.pipeline.action_zip import ACTION_SOURCE, build_action_zip
 from labkit.pipeline.kafka import committed_past
 from labkit.pipeline.retry import RetryHops, RetryPolicy, bind_hops
 from labkit.stack.clients.openwhisk import FaasError, OpenWhiskClient
@@ -43,7 +45,9 @@ from labkit.stack.versions import STACK_DIR
 __all__ = ["RetryHops", "RetryPolicy", "deploy_action", "stand_up", "tear_down"]
 
 ACTION = "resize"
-ACTION_FILE = STACK_DIR / "actions" / "resize.py"
+ACTION_FILE = ACTION_SOURCE
+# How the action's code is sent: its source file, or the zip a real OpenWhisk needs (labkit.pipeline.action_zip).
+FORMS = ("source", "zip")
 FLOWS_FILE = STACK_DIR / "nodered" / "flows.json"
 SOURCE_BUCKET, OUTPUT_BUCKET, FAILED_BUCKET = "dit247", "dit247c", "dit247-failed"
 BUCKETS = (SOURCE_BUCKET, OUTPUT_BUCKET, FAILED_BUCKET)
@@ -142,10 +146,15 @@ def ensure_buckets(lab: Lab) -> None:
 
 
 def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMITS["concurrency"],
-                  prewarm: bool = False) -> dict[str, Any]:
+                  prewarm: bool = False, form: str = "source") -> dict[str, Any]:
     """(Re)deploy the ``resize`` action with its S3 endpoints, credentials and allowed buckets bound.
 
     The credentials are the action's own store account (:data:`ACTION_GRANTS`), not root.
+    They are bound to the action itself, not to a package: the flow, the notebooks and
+    ``verify`` call it by its plain name ``resize`` (see "Packages" in ``docs/openwhisk.md``).
+
+    ``form="zip"`` deploys the zip a real OpenWhisk runs (:func:`labkit.pipeline.action_zip.build_action_zip`,
+    built once into the lab's cache) instead of the source; the flow invokes it the same way.
 
     An unchanged action is left alone unless ``force``. An update retires the old warm
     workers, so the next call is a cold start; unless ``prewarm``: its annotation has the
@@ -153,8 +162,15 @@ def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMIT
     no image pays a cold start. :func:`stand_up` pre-warms.
 
     Returns:
-        The action's name, version and limits (never its bound parameters: they hold credentials).
+        The action's name, version, limits and whether it is binary (never its bound parameters:
+        they hold credentials).
+
+    Raises:
+        LabConfigError: An unknown ``form``, or the zip could not be built.
+        ServiceError: faas refused.
     """
+    if form not in FORMS:
+        raise LabConfigError(f"unknown action form {form!r}. Fix: use one of {', '.join(FORMS)}.")
     s = lab.ctx.secrets
     # The action reads and writes through the action-store hop (the storage-out gateway,
     # which shares the data root and sends no events for reads).
@@ -163,7 +179,8 @@ def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMIT
               "s3_access_key": s.action_access_key.get_secret_value(),
               "s3_secret_key": s.action_secret_key.get_secret_value(), "target_bucket": OUTPUT_BUCKET,
               "allowed_source_buckets": [SOURCE_BUCKET], "allowed_target_buckets": [OUTPUT_BUCKET]}
-    code = ACTION_FILE.read_text()
+    code = (ACTION_FILE.read_text() if form == "source"
+            else base64.b64encode(build_action_zip(lab.ctx.config.cache_dir).read_bytes()).decode("ascii"))
     limits = {**ACTION_LIMITS, "concurrency": concurrency}
     try:
         with lab.faas() as faas:
@@ -173,7 +190,8 @@ def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMIT
             action = faas.get_action(ACTION)
     except (FaasError, httpx.HTTPError) as e:
         raise ServiceError(f"faas refused the {ACTION} action: {e}. Hint: `labkit logs faas`.") from e
-    return {k: action[k] for k in ("name", "version", "limits")}
+    return {**{k: action[k] for k in ("name", "version", "limits")},
+            "binary": bool(action.get("exec", {}).get("binary"))}
 
 
 def _action_matches(faas: OpenWhiskClient, code: str, params: dict[str, Any], limits: dict[str, int],
