@@ -26,9 +26,12 @@ from labkit.pipeline import deploy as pipeline
 from labkit.pipeline import upload
 from labkit.pipeline.action_zip import REQUIREMENTS, SITE_PACKAGES, ZipBuild, build_action_zip, zip_layout
 from labkit.pipeline.images import generate_pool
+from labkit.pipeline.reconcile import output_key
 from labkit.stack.lab import Lab
+from tests.support import read_output
 
 SOURCE = b"def main(args):\n    return {'ok': True}\n"
+PACKAGE = "dit247-zip-test"
 
 
 def tiny(source: bytes = SOURCE) -> ZipBuild:
@@ -169,3 +172,28 @@ def test_the_zip_deployed_action_resizes_through_the_pipeline_as_the_source_does
     result = CliRunner().invoke(main, ["action", "zip", "--out", str(out)], env=env)
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == path.read_bytes() and f"pillow {pins()['pillow']}" in result.output
+
+
+def test_the_action_deploys_into_a_package_that_holds_its_credentials(pipe: Lab) -> None:
+    key = f"zip-{uuid.uuid4().hex[:8]}/package/photo.jpg"
+    image = generate_pool(1, seed=1415, sizes=[(1200, 900)])[0]
+    # Stored through the gateway that sends no event: only the direct invoke below resizes it.
+    pipe.s3("storage-out").put_object("dit247", key, io.BytesIO(image.data), len(image.data),
+                                      content_type=image.content_type)
+    deployed = pipeline.deploy_action(pipe, concurrency=1, form="zip", package=PACKAGE)
+    try:
+        assert deployed["path"] == f"{PACKAGE}/{pipeline.ACTION}" and deployed["binary"]
+        with pipe.faas() as faas:
+            bound = {p["key"] for p in faas.get_package(PACKAGE)["parameters"]}
+            assert {"s3_endpoint", "s3_access_key", "s3_secret_key", "target_bucket"} <= bound
+            result = faas.invoke(deployed["path"], {"bucket": "dit247", "key": key}, result=True)
+            assert result["key_out"] == output_key(key)
+            # Unchanged, it is left alone (no new version, its warm workers kept).
+            assert pipeline.deploy_action(pipe, concurrency=1, form="zip", package=PACKAGE)["version"] == \
+                deployed["version"]
+        assert read_output(pipe, result["key_out"]).size == (640, 480)
+    finally:
+        with pipe.faas() as faas:
+            faas.delete_package(PACKAGE, force=True)
+    with pipe.faas() as faas:  # the pipeline's own action is untouched
+        assert faas.get_action(pipeline.ACTION)["exec"]["binary"] is False

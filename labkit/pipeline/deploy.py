@@ -146,12 +146,14 @@ def ensure_buckets(lab: Lab) -> None:
 
 
 def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMITS["concurrency"],
-                  prewarm: bool = False, form: str = "source") -> dict[str, Any]:
+                  prewarm: bool = False, form: str = "source", package: str | None = None) -> dict[str, Any]:
     """(Re)deploy the ``resize`` action with its S3 endpoints, credentials and allowed buckets bound.
 
     The credentials are the action's own store account (:data:`ACTION_GRANTS`), not root.
-    They are bound to the action itself, not to a package: the flow, the notebooks and
-    ``verify`` call it by its plain name ``resize`` (see "Packages" in ``docs/openwhisk.md``).
+    By default they are bound to the action itself, the plain ``resize`` that the flow, the
+    notebooks and ``verify`` call. With ``package`` they are the default parameters of that
+    package and the action is ``PACKAGE/resize``, as a real user deploys it; the flow does not
+    call that one (see "The pipeline's own action" in ``docs/openwhisk.md``).
 
     ``form="zip"`` deploys the zip a real OpenWhisk runs (:func:`labkit.pipeline.action_zip.build_action_zip`,
     built once into the lab's cache) instead of the source; the flow invokes it the same way.
@@ -162,8 +164,8 @@ def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMIT
     no image pays a cold start. :func:`stand_up` pre-warms.
 
     Returns:
-        The action's name, version, limits and whether it is binary (never its bound parameters:
-        they hold credentials).
+        The action's ``path`` (``resize`` or ``PACKAGE/resize``), name, version, limits and
+        whether it is binary (never its bound parameters: they hold credentials).
 
     Raises:
         LabConfigError: An unknown ``form``, or the zip could not be built.
@@ -182,23 +184,28 @@ def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMIT
     code = (ACTION_FILE.read_text() if form == "source"
             else base64.b64encode(build_action_zip(lab.ctx.config.cache_dir).read_bytes()).decode("ascii"))
     limits = {**ACTION_LIMITS, "concurrency": concurrency}
+    path = f"{package}/{ACTION}" if package else ACTION
     try:
         with lab.faas() as faas:
+            if package:  # a changed credential reaches the next call, with no redeploy of the action
+                faas.put_package(package, params)
             annotations = {"prewarm": prewarm}
-            if force or not _action_matches(faas, code, params, limits, annotations):
-                faas.put_action(ACTION, code, params=params, limits=limits, annotations=annotations)
-            action = faas.get_action(ACTION)
+            # GET on a packaged action shows the package's parameters as its own, so both forms compare alike.
+            if force or not _action_matches(faas, path, code, params, limits, annotations):
+                faas.put_action(path, code, params=None if package else params, limits=limits,
+                                annotations=annotations)
+            action = faas.get_action(path)
     except (FaasError, httpx.HTTPError) as e:
-        raise ServiceError(f"faas refused the {ACTION} action: {e}. Hint: `labkit logs faas`.") from e
-    return {**{k: action[k] for k in ("name", "version", "limits")},
+        raise ServiceError(f"faas refused the {path} action: {e}. Hint: `labkit logs faas`.") from e
+    return {"path": path, **{k: action[k] for k in ("name", "version", "limits")},
             "binary": bool(action.get("exec", {}).get("binary"))}
 
 
-def _action_matches(faas: OpenWhiskClient, code: str, params: dict[str, Any], limits: dict[str, int],
+def _action_matches(faas: OpenWhiskClient, path: str, code: str, params: dict[str, Any], limits: dict[str, int],
                     annotations: dict[str, Any]) -> bool:
     """Whether the deployed action already has this code, bound parameters, limits and annotations."""
     try:
-        action = faas.get_action(ACTION)
+        action = faas.get_action(path)
     except FaasError as e:
         if e.status == 404:
             return False

@@ -186,6 +186,22 @@ class OpenWhiskClient:
         """Delete an action; returns the deleted record."""
         return self._object("DELETE", self._path("actions", name))
 
+    # --- packages ----------------------------------------------------------------
+
+    def put_package(self, name: str, params: dict[str, Any] | None = None, overwrite: bool = True) -> dict[str, Any]:
+        """Create or update a package; its ``params`` are default parameters of every action in it."""
+        body = {"parameters": [{"key": k, "value": v} for k, v in (params or {}).items()]}
+        query = {"overwrite": "true" if overwrite else "false"}
+        return self._object("PUT", self._path("packages", name), params=query, json=body)
+
+    def get_package(self, name: str) -> dict[str, Any]:
+        """Return one package, with its parameters and actions."""
+        return self._object("GET", self._path("packages", name))
+
+    def delete_package(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Delete a package; one that still holds actions only with ``force``."""
+        return self._object("DELETE", self._path("packages", name), params={"force": "true"} if force else None)
+
     # --- invocation ------------------------------------------------------------
 
     def invoke(
