@@ -28,6 +28,9 @@ def test_bench_writes_valid_json_with_the_expected_fields(result):
     for point in data["rates"]:
         assert point["images"] == 5 and point["ok"] + point["errors"] == 5
         assert 0 < point["p50_ms"] <= point["p95_ms"] <= point["p99_ms"]
+        # Five images bound no tail percentile from above: the JSON says null, never the maximum.
+        assert point["p95_high_ms"] is None and point["p99_high_ms"] is None
+        assert point["p50_low_ms"] <= point["p50_ms"]
         assert set(point["stages_median_ms"]) == set(STAGES)
     assert data["saturation"]["throughput_img_s"] > 0 and data["saturation"]["images"] == 8
     assert data["ratios"]["saturation_over_bare_throughput"] > 0
@@ -61,3 +64,33 @@ def test_cli_refuses_bad_input_with_one_clear_message(args, message, tmp_path, p
 def test_params_refuse_an_empty_rate_list():
     with pytest.raises(LabConfigError, match="rates is empty"):
         BenchParams(rates=())
+
+
+def test_percentile_bounds_are_order_statistics_and_a_missing_bound_is_null() -> None:
+    from labkit.analysis.stats import order_stat_bounds
+    from labkit.experiments.bench.measure import percentile_bounds
+
+    sample = [float(v) for v in range(1, 301)]  # ms; the k-th smallest is k
+    bounds = percentile_bounds(sample)
+    low, high = order_stat_bounds(300, 0.99)
+    assert bounds["p99_low_ms"] == low and bounds["p99_high_ms"] == high
+    assert percentile_bounds(sample[:20])["p99_high_ms"] is None
+    assert percentile_bounds([]) == {f"p{q}_{side}_ms": None for q in (50, 95, 99) for side in ("low", "high")}
+
+
+def test_the_bench_plot_marks_a_percentile_without_an_upper_bound() -> None:
+    from labkit.experiments.bench.plots import plot
+    from labkit.experiments.bench.result import BenchResult
+
+    def point(rate: float) -> dict:
+        return {"rate_per_s": rate, "images": 20, "ok": 20, "errors": 0, "p50_ms": 50.0, "p95_ms": 90.0,
+                "p99_ms": 99.0, "p50_low_ms": 40.0, "p50_high_ms": 60.0, "p95_low_ms": 80.0,
+                "p95_high_ms": None, "p99_low_ms": 95.0, "p99_high_ms": None,
+                "stages_median_ms": {s: 1.0 for s in STAGES}}
+
+    data = {"rates": [point(4.0), point(8.0)], "bare": {"ms_per_image_median": 10.0, "throughput_img_s": 90.0},
+            "saturation": {"throughput_img_s": 30.0}, "environment": {"machine": {"cores": 2}}}
+    result = BenchResult(data)
+    assert result.rates["p99_high_ms"].tolist() == [float("inf")] * 2
+    labels = [t.get_text() for t in plot(result).axes[0].get_legend().get_texts()]
+    assert "p99: no upper bound at this n" in labels and "p50 (95% bounds)" in labels

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labkit.analysis.stats import QUANTILE_METHOD
+from labkit.analysis.stats import QUANTILE_METHOD, percentiles
 from labkit.core.progress import bar
 from labkit.experiments.bench.params import MAX_EDGE, MAX_PIXELS, QUALITY
 from labkit.experiments.load import run_closed_loop, run_open_loop
@@ -30,6 +30,7 @@ from labkit.stack.lab import Lab
 
 # Longest wait for a phase's last images, beyond the time the load itself took.
 DRAIN_TIMEOUT_S, DRAIN_SETTLE_S = 120.0, 10.0
+PERCENTILES = (0.5, 0.95, 0.99)
 ACTION_PHASES = ("action_download_ms", "action_resize_ms", "action_upload_ms")
 
 
@@ -89,6 +90,24 @@ def quantile(values: Sequence[float], q: float) -> float:
     return float(np.quantile(np.asarray(values, dtype=float), q, method=QUANTILE_METHOD))
 
 
+def percentile_bounds(durations_ms: Sequence[float], confidence: float = 0.95) -> dict[str, float | None]:
+    """Each percentile's distribution-free bounds at ``confidence``, from order statistics
+    (:func:`labkit.analysis.stats.percentiles`): ``p99_low_ms`` and ``p99_high_ms``, and so on.
+
+    A bound the sample cannot give is None (JSON null): a p99 from fewer than 299 images has no
+    upper bound, and the benchmark says so rather than showing the sample's maximum.
+    """
+    if not len(durations_ms):
+        return {f"p{round(q * 100)}_{side}_ms": None for q in PERCENTILES for side in ("low", "high")}
+    table = percentiles(np.asarray(durations_ms, dtype=float) / 1000, PERCENTILES, confidence)
+    bounds: dict[str, float | None] = {}
+    for row in table.itertuples():
+        name = f"p{round(row.q * 100)}"
+        for side, value in (("low", row.low), ("high", row.high)):
+            bounds[f"{name}_{side}_ms"] = round(float(value) * 1000, 1) if np.isfinite(value) else None
+    return bounds
+
+
 def summarise(load: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, Any]:
     """One phase's figures from its load table and its metrics lines.
 
@@ -100,8 +119,9 @@ def summarise(load: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, Any]:
     ok = lines[lines["outcome"] == "ok"]
     durations = ok["duration_ms"].dropna().to_numpy()
     row: dict[str, Any] = {"images": int(len(load)), "ok": int(len(ok)), "errors": int(len(load) - len(ok))}
-    for q in (0.5, 0.95, 0.99):
+    for q in PERCENTILES:
         row[f"p{round(q * 100)}_ms"] = round(quantile(durations, q), 1) if len(durations) else None
+    row.update(percentile_bounds(durations))
     row["stages_median_ms"] = {s: _median(ok, s) for s in STAGES}
     row["action_phases_median_ms"] = {p: _median(ok, p) for p in ACTION_PHASES if p in ok}
     return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from labkit.experiments.bench.result import BenchResult
@@ -13,6 +14,24 @@ from labkit.pipeline.metrics import STAGES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+
+def _percentile_with_bounds(ax, table, name: str, style: str) -> None:
+    """One percentile against the rate, with its 95% order-statistic bounds as error bars; where
+    the sample gives no upper bound (a p99 from fewer than 299 images), an open arrow says so."""
+    estimate = table[f"{name}_ms"].astype(float)
+    if f"{name}_high_ms" not in table:  # a result written before the bounds were
+        ax.plot(table.index, estimate, style, label=name)
+        return
+    low, high = table[f"{name}_low_ms"].astype(float), table[f"{name}_high_ms"].astype(float)
+    bounded = np.isfinite(high)
+    below = (estimate - low.where(np.isfinite(low), estimate)).clip(lower=0)
+    above = (high.where(bounded, estimate) - estimate).clip(lower=0)
+    lines = ax.errorbar(table.index, estimate, yerr=[below, above], fmt=style, capsize=3,
+                        label=f"{name} (95% bounds)")
+    if (~bounded).any():
+        ax.plot(table.index[~bounded], estimate[~bounded] * 1.6, marker="^", linestyle="none", markersize=9,
+                markerfacecolor="none", color=lines[0].get_color(), label=f"{name}: no upper bound at this n")
 
 
 def plot(result: BenchResult) -> Figure:
@@ -26,7 +45,7 @@ def plot(result: BenchResult) -> Figure:
     table = result.rates
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for column, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
-        left.plot(table.index, table[column], style, label=column.removesuffix("_ms"))
+        _percentile_with_bounds(left, table, column.removesuffix("_ms"), style)
     left.axhline(result.data["bare"]["ms_per_image_median"], color="grey", linestyle="-.",
                  label="bare resize, ms/image")
     left.set(xlabel="offered rate (images/s)", ylabel="end to end (ms)", yscale="log",

@@ -22,7 +22,13 @@ class BenchResult:
         """One row per rate: percentiles, errors and the stage medians as ``<stage>`` columns."""
         rows = [{**{k: v for k, v in p.items() if not isinstance(v, dict)}, **p["stages_median_ms"]}
                 for p in self.data["rates"]]
-        return pd.DataFrame(rows).set_index("rate_per_s")
+        table = pd.DataFrame(rows).set_index("rate_per_s")
+        # A bound the sample could not give is null in the JSON: unbounded, so -inf or +inf here.
+        for column in table.columns:
+            if column.endswith(("_low_ms", "_high_ms")):
+                table[column] = pd.to_numeric(table[column]).fillna(
+                    float("inf") if column.endswith("_high_ms") else float("-inf"))
+        return table
 
 
 def ratios(data: dict[str, Any]) -> dict[str, Any]:

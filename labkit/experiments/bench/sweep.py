@@ -25,7 +25,8 @@ from labkit.stack.lab import Lab
 
 # Each axis and its value when the sweep does not vary it.
 SWEEP_AXES = {"partitions": 1, "consumer_concurrency": 1, "max_inflight": 8, "action_concurrency": 4}
-SWEEP_COLUMNS = (*SWEEP_AXES, "images", "ok", "errors", "throughput_img_s", "p50_ms", "p95_ms", "p99_ms",
+PERCENTILE_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "p50_high_ms", "p95_high_ms", "p99_high_ms")
+SWEEP_COLUMNS = (*SWEEP_AXES, "images", "ok", "errors", "throughput_img_s", *PERCENTILE_COLUMNS,
                  "events_per_partition")
 
 
@@ -93,7 +94,9 @@ def _sweep_point(lab: Lab, point: dict[str, int], pool: Sequence[PoolImage], ima
     warm_up(lab, pool, warmup_images, prefix + "warmup/")
     before = partitions.end_offsets(lab.kafka_bootstrap)
     burst = saturation_point(lab, images, concurrency, pool, prefix, progress)
-    row = {**point, "partitions": count, **{k: burst[k] for k in ("images", "ok", "errors", "throughput_img_s",
-                                                                     "p50_ms", "p95_ms", "p99_ms")}}
+    row = {**point, "partitions": count,
+           **{k: burst[k] for k in ("images", "ok", "errors", "throughput_img_s", *PERCENTILE_COLUMNS)}}
+    # A bound the point's images cannot give (None) is unbounded.
+    row.update({k: float("inf") for k in PERCENTILE_COLUMNS if k.endswith("_high_ms") and row[k] is None})
     row["events_per_partition"] = partitions.records_since(lab.kafka_bootstrap, before)
     return row
