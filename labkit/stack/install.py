@@ -89,6 +89,64 @@ class GoBinary(InstallStep):
 
 
 @dataclass(frozen=True)
+class GoWithWebAssets(InstallStep):
+    """A Go program whose web UI is embedded at build time (``//go:embed``) from assets built with npm.
+
+    ``go install`` builds from the module zip, which holds the UI's sources but not the
+    built assets, so its UI has none and its version reads "dev". This step builds the
+    pinned module's own sources: the assets with ``npm ci`` and the ``build`` script (the
+    dependencies from ``npm_files``, a folder with a package.json and its lock), then the
+    binary, stamped with ``-X version_var=module_version``.
+    """
+
+    package: str = ""
+    module_version: str = ""
+    binary: str = ""
+    version_var: str = ""
+    npm_files: Path = Path()
+    tools: tuple[str, ...] = ("go", "npm", "node")
+
+    def build(self, into: Path, log: Path) -> None:
+        src = into / "src"
+        _copy_writable(go_module_dir(self.package, self.module_version), src)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy2(self.npm_files / name, src / name)
+        npm = ["--no-audit", "--no-fund", "--loglevel=error"]
+        run_logged(["npm", "ci", "--legacy-peer-deps", *npm], log, cwd=src)
+        run_logged(["npm", "run", "build", "--loglevel=error"], log, cwd=src)
+        ldflags = f"-s -w -X {self.version_var}={self.module_version}"
+        run_logged(["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(into / self.binary), "."],
+                   log, cwd=src, env={"CGO_ENABLED": "0"})
+        shutil.rmtree(src)  # node_modules alone is a few hundred MB
+
+    def key_files(self, into: Path) -> list[Path]:
+        return [into / self.binary]
+
+
+def go_module_dir(module: str, version: str) -> Path:
+    """The pinned module's sources, from the Go module cache (downloaded through the proxy if absent).
+
+    Raises:
+        LabConfigError: the module could not be downloaded.
+    """
+    result = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, check=False)
+    try:
+        return Path(json.loads(result.stdout)["Dir"])
+    except (ValueError, KeyError) as e:
+        raise LabConfigError(f"`go mod download {module}@{version}` failed: {result.stdout}{result.stderr}"
+                             "Hint: check that the Go module proxy is reachable, then run `labkit install` again.") from e
+
+
+def _copy_writable(source: Path, dest: Path) -> None:
+    """Copy a tree from the read-only module cache, leaving the copy writable by its owner."""
+    shutil.copytree(source, dest, symlinks=True)
+    for path in [dest, *dest.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+@dataclass(frozen=True)
 class MavenJars(InstallStep):
     """A JVM program as a folder of jars, resolved from Maven Central with their dependencies."""
 

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import httpx
 
 from labkit.errors import ServiceError
-from labkit.stack.install import GoBinary, InstallStep
+from labkit.stack.install import GoWithWebAssets, InstallStep
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.services.base import Service
 from labkit.stack.services.declarations import ComposeEntry, RemoteEndpoint
-from labkit.stack.versions import pin
+from labkit.stack.versions import STACK_DIR, pin
+
+# The package.json and lock of the npm build of Mailpit's web UI (its sources are the Go module's).
+UI_BUILD_DIR = STACK_DIR / "mailpit"
+VERSION_VAR = "github.com/axllent/mailpit/config.Version"
+
+
+def _ui_build_digest() -> str:
+    """A digest of the UI build's npm files, so editing either rebuilds the entry."""
+    h = hashlib.sha256()
+    for name in ("package.json", "package-lock.json"):
+        h.update(name.encode() + (UI_BUILD_DIR / name).read_bytes())
+    return h.hexdigest()[:10]
 
 
 class Mail(Service):
@@ -22,7 +36,9 @@ class Mail(Service):
 
     def install_step(self) -> InstallStep:
         p = pin("mailpit")
-        return GoBinary("mailpit", p["version"], package=p["go_package"], binary=p["binary"])
+        return GoWithWebAssets("mailpit", f"{p['version']}-ui-{_ui_build_digest()}", package=p["go_package"],
+                               module_version=p["version"], binary=p["binary"], version_var=VERSION_VAR,
+                               npm_files=UI_BUILD_DIR)
 
     def command(self) -> list[str]:
         binary = self.install_step().target(self.config.cache_dir) / "mailpit"
