@@ -4,11 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps lab test down
+.PHONY: setup system-deps test-deps lab test down
 
-# Debian packages: WeasyPrint's text libraries (PDF reports) and Chromium (the
-# tests open the HTML report and the widget panel in a real browser).
-DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 chromium
+# Debian packages: WeasyPrint's text libraries (PDF reports), for the lab; Chromium
+# for the tests only (they open the HTML report, the widget panel and the UIs in a
+# real browser), so `make test` installs it and `make lab` does not.
+DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0
+TEST_DEBS := chromium
 
 $(BIN)/labkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +22,12 @@ $(BIN)/labkit: pyproject.toml
 setup: $(BIN)/labkit system-deps
 	$(BIN)/labkit install
 
-system-deps:
-	@if dpkg -s $(DEBS) >/dev/null 2>&1; then :; \
+system-deps test-deps: PKGS = $(if $(filter test-deps,$@),$(TEST_DEBS),$(DEBS))
+system-deps test-deps:
+	@if dpkg -s $(PKGS) >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS); \
-	else echo "Missing Debian packages: $(DEBS). Fix: sudo apt-get install $(DEBS)"; exit 2; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PKGS); \
+	else echo "Missing Debian packages: $(PKGS). Fix: sudo apt-get install $(PKGS)"; exit 2; fi
 
 ## lab: the main job: stand the stack up, run every notebook headless (the
 ## experiments among them), and write the SLA report under reports/
@@ -36,7 +39,7 @@ lab: setup
 ## test: the whole test suite: the flow module's Node tests and the fast tier first (they start
 ## nothing, so a broken unit fails in a minute), then every test that needs the real services
 ## (it starts and stops its own stack)
-test: setup
+test: setup test-deps
 	cd stack/nodered/test && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	node --test stack/nodered/test/*.test.js
 	$(BIN)/pytest -m "not stack" --durations=5
