@@ -109,20 +109,27 @@ class AlertStudy:
 
 
 def study_alerting(lab: Lab, repetitions: int = 2, burst: int = 6, latency_ms: float = LATENCY_MS,
-                   seed: int = 0, warmup: int = 2) -> AlertStudy:
+                   seed: int = 0, stand_up: bool = True) -> AlertStudy:
     """One single slow image, then ``repetitions`` fast burns of ``burst`` images each.
 
-    The pipeline is stood up at its default settings first, and again at the end, so the
-    burn-rate windows the study filled do not reach whatever runs next.
+    The single slow image has two good images before it and one after (the barrier that shows
+    the burn-rate node checked its windows after it); a fast burn needs neither, since the
+    pipeline is warm by then and its page is awaited as such. At the end the burn-rate windows
+    are emptied again, so what the study filled does not reach whatever runs next.
+
+    Args:
+        stand_up: Stand the pipeline up at its default settings first (skip it when the caller
+            just did).
 
     Raises:
         ServiceError: an image, the fault or an expected mail did not come in time.
     """
-    pipeline.stand_up(lab)
+    if stand_up:
+        pipeline.stand_up(lab)
     prefix = f"alerting-{uuid.uuid4().hex[:6]}/"
     try:
-        runs = [run_scenario(lab, "single slow image", 0, 1, latency_ms, seed, prefix, warmup)]
-        runs += [run_scenario(lab, "fast burn", r, burst, latency_ms, seed + 10 * (r + 1), prefix, warmup if r == 0 else 1)
+        runs = [run_scenario(lab, "single slow image", 0, 1, latency_ms, seed, prefix, warmup=2, after=1)]
+        runs += [run_scenario(lab, "fast burn", r, burst, latency_ms, seed + 10 * (r + 1), prefix, warmup=0, after=0)
                  for r in range(repetitions)]
     finally:
         reset_burn_windows(lab)
@@ -219,11 +226,14 @@ def replay_fires(images: pd.DataFrame) -> list[float]:
     return [float(t) for t in times if burn_rates(images, at_ms=float(t))["firing"].any()]
 
 
-def burn_timeline(images: pd.DataFrame, step_ms: float = 250, rule: int = 0) -> pd.DataFrame:
-    """One rule's two windows over a run, every ``step_ms``: ``t_ms, long_burn, short_burn,
-    long_bad, firing`` (for a plot of the burn rate against the threshold)."""
+def burn_timeline(images: pd.DataFrame, step_ms: float = 250, rule: int = 0,
+                  start_ms: float | None = None) -> pd.DataFrame:
+    """One rule's two windows over a run, every ``step_ms`` from ``start_ms`` (default: the first
+    image recorded) to the last image recorded: ``t_ms, long_burn, short_burn, long_bad, firing``
+    (for a plot of the burn rate against the threshold)."""
     times = recorded_ms(images).dropna()
-    grid = pd.Series(range(int(times.min()), int(times.max() + step_ms) + 1, int(step_ms)), dtype=float)
+    first = times.min() if start_ms is None else min(start_ms, times.min())
+    grid = pd.Series(range(int(first), int(times.max() + step_ms) + 1, int(step_ms)), dtype=float)
     rows = [burn_rates(images, at_ms=t).iloc[rule].to_dict() | {"t_ms": t} for t in grid]
     return pd.DataFrame(rows)[["t_ms", "long_burn", "short_burn", "long_bad", "firing"]]
 
