@@ -27,7 +27,11 @@ from labkit.stack.versions import STACK_DIR, pin
 # Topics the pipeline needs before versitygw starts: its Kafka writer does not
 # create topics, and its start-up test event fails on a missing one.
 TOPICS = ("dit247", "dit247-dlq")
-JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+# C1 only (TieredStopAtLevel=1): the broker starts on a fraction of the CPU that C2 would spend
+# compiling, which decides how fast it is back after a crash on a loaded 2-core machine; a
+# lab's few messages a second never need C2's code.
+JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true"]
 
 
 class Kafka(Service):

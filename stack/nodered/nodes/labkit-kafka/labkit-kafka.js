@@ -26,7 +26,9 @@
  * partitionsConsumedConcurrently). Empty in the node means the flow's env
  * KAFKA_PARTITIONS_CONCURRENTLY, else 1. The maxInFlight bound is shared by all.
  *
- * Robustness: kafkajs retries with exponential backoff. If the consumer crashes
+ * Robustness: kafkajs retries with exponential backoff; the consumer polls a lost broker
+ * at most 1 s apart (outage.js says why), and logs how it came back after an outage.
+ * If the consumer crashes
  * and kafkajs decides not to restart it (or connect/subscribe fails), the node
  * tears the consumer down and starts a new one with its own capped backoff.
  * Broker errors are logged as warnings and shown in the node status; they are
@@ -36,6 +38,7 @@
 
 module.exports = function (RED) {
     const { Kafka, logLevel, Partitioners } = require('kafkajs');
+    const { CONSUMER_RETRY, Outage, describeReturn } = require('./outage');
 
     const CLOSE_TIMEOUT_MS = 10000;
 
@@ -143,9 +146,10 @@ module.exports = function (RED) {
 
         /**
          * A new kafkajs client whose log lines are attributed to `owner`;
-         * `onError(text)` is called for every kafkajs error log line.
+         * `onError(text)` is called for every kafkajs error log line; `retry` replaces the
+         * client's default retry (used by the consumer).
          */
-        node.createClient = function (owner, onError) {
+        node.createClient = function (owner, onError, retry) {
             if (node.brokers.length === 0) {
                 throw new Error('no Kafka brokers configured (brokers field is empty after ${ENV} substitution)');
             }
@@ -155,7 +159,7 @@ module.exports = function (RED) {
                 connectionTimeout: 3000,
                 requestTimeout: 30000,
                 // a lab broker restart should be noticed within ~10 s
-                retry: {
+                retry: retry || {
                     initialRetryTime: 300,
                     maxRetryTime: 10000,
                     multiplier: 2,
@@ -191,6 +195,7 @@ module.exports = function (RED) {
         let attempt = 0;
         let retryTimer = null;
         let connected = false;
+        const outage = new Outage(); // spans consumer restarts: a crash is part of the outage
         const inflight = new Map(); // ack key -> expiry timer
         let waiters = [];
 
@@ -367,8 +372,16 @@ module.exports = function (RED) {
                 if (gen !== generation || closing) {
                     return;
                 }
+                outage.noteError(text, Date.now());
                 degraded = true;
                 setStatus('yellow', 'ring', 'retrying: ' + String(text).slice(0, 60));
+            }
+            function noteReturn(how) {
+                const ended = outage.end(how, Date.now());
+                if (ended) {
+                    node.log(describeReturn(ended, node.topic, node.groupId));
+                }
+                return ended !== null;
             }
             function onHealthy() {
                 if (gen === generation && !closing && degraded && connected) {
@@ -377,7 +390,7 @@ module.exports = function (RED) {
                 }
             }
             try {
-                c = node.broker.createClient(node, onKafkaError).consumer({
+                c = node.broker.createClient(node, onKafkaError, Object.assign({}, CONSUMER_RETRY)).consumer({
                     groupId: node.groupId,
                     // 10 s: after a broker restart the group waits for the lost member's
                     // session to expire before it re-forms, so this bounds recovery time
@@ -386,7 +399,7 @@ module.exports = function (RED) {
                     // long-poll at most 1 s: keeps close/redeploy (which waits for the fetch) fast
                     maxWaitTimeInMs: 1000,
                     allowAutoTopicCreation: true,
-                    retry: { initialRetryTime: 300, maxRetryTime: 10000, retries: 8 }
+                    retry: Object.assign({}, CONSUMER_RETRY)
                 });
             } catch (err) {
                 setStatus('red', 'ring', 'config error');
@@ -398,7 +411,7 @@ module.exports = function (RED) {
                 if (gen !== generation || closing) {
                     return;
                 }
-                if (attempt > 0 || degraded) {
+                if (!noteReturn('join') && (attempt > 0 || degraded)) {
                     node.log('kafka consumer (' + node.topic + ') joined group ' + node.groupId + ' again');
                 }
                 attempt = 0;
@@ -406,7 +419,12 @@ module.exports = function (RED) {
                 degraded = false;
                 showConnected();
             });
-            c.on(c.events.HEARTBEAT, onHealthy);
+            c.on(c.events.HEARTBEAT, function () {
+                if (gen === generation && !closing) {
+                    noteReturn('heartbeat');
+                }
+                onHealthy();
+            });
             c.on(c.events.FETCH, onHealthy);
             c.on(c.events.CRASH, function (event) {
                 if (gen !== generation || closing) {

@@ -1,0 +1,65 @@
+/**
+ * How the consumer rides out a broker outage, kept apart from the node so that it can be tested.
+ *
+ * CONSUMER_RETRY: kafkajs' retry for the consumer. A lost broker is polled at most 1 s apart,
+ * so a restarted broker is reached within a second of serving again, while the coordinator
+ * still holds the consumer's membership (it keeps it for the session timeout after loading
+ * the group): the consumer carries on as the same member, with no rejoin and no rebalance.
+ * The old cap (10 s) let the consumer reach the broker only after that membership had expired,
+ * and a refused heartbeat made it join again. 40 retries keep the same consumer through about
+ * 35 s of outage before kafkajs gives up and restarts it (as a new member).
+ *
+ * Outage: notes when the consumer lost the broker (the first kafkajs error line about the
+ * connection) and, once a heartbeat is accepted again or the group is joined again, how long
+ * that took and how the consumer came back.
+ */
+'use strict';
+
+const CONSUMER_RETRY = Object.freeze({ initialRetryTime: 250, maxRetryTime: 1000, multiplier: 2, retries: 40 });
+
+const CONNECTION_LOST = /Connection (error|timeout)|Connection closed|closed connection|ECONNREFUSED|ECONNRESET|Not connected|KafkaJSConnection/i;
+
+/** True when a kafkajs error line says the broker connection is gone. */
+function isConnectionLoss(text) {
+    return CONNECTION_LOST.test(String(text || ''));
+}
+
+class Outage {
+    constructor() {
+        this.since = null; // epoch ms of the first connection loss, while it lasts
+    }
+
+    /** A kafkajs error line at `now`: starts an outage when it is about the connection. */
+    noteError(text, now) {
+        if (this.since === null && isConnectionLoss(text)) {
+            this.since = now;
+        }
+    }
+
+    /**
+     * The consumer is back at `now`: `how` is 'heartbeat' (still the same group member) or
+     * 'join' (it joined the group again). Returns null when no outage was open, else
+     * `{ how, lost_ms }`, and closes the outage.
+     */
+    end(how, now) {
+        if (this.since === null) {
+            return null;
+        }
+        const lost_ms = Math.max(0, now - this.since);
+        this.since = null;
+        return { how: how, lost_ms: lost_ms };
+    }
+}
+
+/** The Node-RED log line for an ended outage (see Outage.end). */
+function describeReturn(ended, topic, groupId) {
+    const s = (ended.lost_ms / 1000).toFixed(1);
+    if (ended.how === 'heartbeat') {
+        return 'kafka consumer (' + topic + ') reached the broker again after ' + s +
+            ' s; still a member of group ' + groupId + ' (no rejoin)';
+    }
+    return 'kafka consumer (' + topic + ') reached the broker again after ' + s +
+        ' s; joined group ' + groupId + ' again';
+}
+
+module.exports = { CONSUMER_RETRY, isConnectionLoss, Outage, describeReturn };
