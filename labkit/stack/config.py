@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,10 @@ class _LabSettings(BaseSettings):
     poll_interval_s: float = 0.2
     stop_timeout_s: float = 10.0
     sla_threshold_s: float = 10.0
+    # The URL path a Jupyter server proxies the lab's UIs under (jupyter-server-proxy,
+    # labkit.teaching.proxy): JupyterHub's user prefix (``/user/NAME/``) when the lab runs in a
+    # single-user server; empty when the UIs are opened on loopback. Mailpit serves under it.
+    web_prefix: str = Field(default_factory=lambda: os.environ.get("JUPYTERHUB_SERVICE_PREFIX", ""))
 
     @field_validator("host")
     @classmethod
@@ -66,6 +72,11 @@ class _LabSettings(BaseSettings):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("listeners bind to loopback only; set LABKIT_HOST=127.0.0.1")
         return host
+
+    @field_validator("web_prefix")
+    @classmethod
+    def _slashed(cls, prefix: str) -> str:
+        return f"/{prefix.strip('/')}/".replace("//", "/") if prefix.strip("/") else ""
 
     @field_validator("port_offset")
     @classmethod

@@ -44,14 +44,21 @@ class Mail(Service):
         binary = self.install_step().target(self.config.cache_dir) / "mailpit"
         return [str(binary), "--smtp", f"{self.host}:{self.ports['mail-smtp']}",
                 "--listen", f"{self.host}:{self.ports['mail-http']}",
+                "--webroot", self.webroot,
                 "--database", str(self.workdir / "mailpit.db"), "--disable-version-check",
                 "--smtp-auth-accept-any", "--smtp-auth-allow-insecure"]
 
     def readiness(self) -> Readiness:
         return HttpReady(f"{self.endpoint()}/readyz")
 
+    @property
+    def webroot(self) -> str:
+        """Where Mailpit serves its UI and API: under the Jupyter prefix, where its proxy forwards
+        whole paths (labkit.teaching.proxy), else at the root."""
+        return f"{self.config.web_prefix}mailpit/" if self.config.web_prefix else "/"
+
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.ports['mail-http']}"
+        return f"http://{self.host}:{self.ports['mail-http']}{self.webroot.rstrip('/')}"
 
     def smtp(self) -> tuple[str, int]:
         return self.host, self.ports["mail-smtp"]
