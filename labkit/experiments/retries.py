@@ -32,9 +32,8 @@ import pandas as pd
 from labkit.core.runs import new_run_dir, run_id, save_tables
 from labkit.errors import LabConfigError
 from labkit.experiments.faults import FaultInjector
-from labkit.experiments.load import start_open_loop
+from labkit.experiments.run import run_repetition
 from labkit.experiments.runs import lab_metadata
-from labkit.experiments.settle import settle
 from labkit.experiments.spec import ExperimentSpec, load_spec
 from labkit.pipeline import deploy as pipeline
 from labkit.pipeline.fate import Fate
@@ -162,23 +161,11 @@ def compare_policies(lab: Lab, base: ExperimentSpec | Mapping | str | os.PathLik
 
 def _one_run(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, injector: FaultInjector,
              progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One run: stand up with the policy, load under the fault schedule, settle; the results and fault windows."""
+    """One run: stand up with the policy, then the experiments' repetition (load under the fault
+    schedule, settle); the results and fault windows."""
     pipeline.stand_up(lab, spec.sla_threshold_s, spec.max_inflight, retry=spec.retry)
-    seed = spec.seed + repetition
-    load = start_open_loop(lab, spec.load.rate_per_s, spec.load.images, spec.load.max_duration_s, seed=seed,
-                           prefix=prefix, sizes=spec.load.sizes, workers=spec.load.workers, progress=progress)
-    try:
-        schedule = injector.run_schedule([f.fault() for f in spec.faults])
-    except BaseException:
-        load.stop()
-        raise
-    try:
-        table = load.wait()
-        schedule.wait()
-    finally:
-        schedule.cancel()  # a no-op once it has ended; else it clears what it injected
-    results, _ = settle(lab, spec, table, prefix, repetition, seed)
-    return results, schedule.windows()
+    run = run_repetition(lab, spec, repetition, prefix, injector, progress)
+    return run["results"], run["windows"]
 
 
 def with_attempts(results: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:

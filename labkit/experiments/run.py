@@ -107,7 +107,7 @@ def run_experiment(lab: Lab, spec: ExperimentSpec | Mapping | str | os.PathLike,
         pipeline.stand_up(lab, spec.sla_threshold_s, spec.max_inflight, retry=spec.retry)
         with Prober(lab) as prober:
             for repetition in range(spec.repetitions):
-                reps.append(_repetition(lab, spec, repetition, f"exp/{spec.name}/{stamp}/r{repetition}/",
+                reps.append(run_repetition(lab, spec, repetition, f"exp/{spec.name}/{stamp}/r{repetition}/",
                                         injector, progress, on_upload))
     except BaseException:
         # The first error is the one to raise: after a failed restart the clean-up fails too
@@ -132,9 +132,15 @@ def _restore(lab: Lab, injector: FaultInjector) -> None:
         pipeline.stand_up(lab)
 
 
-def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, injector: FaultInjector,
-                progress: bool, on_upload: OnUpload | None) -> dict:
-    """One repetition: load under the fault schedule, drain, reconcile, classify."""
+def run_repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, injector: FaultInjector,
+                   progress: bool, on_upload: OnUpload | None = None) -> dict:
+    """One repetition on the pipeline as it is deployed: load under the fault schedule, drain,
+    reconcile, classify.
+
+    Returns:
+        ``results`` (one row per upload), ``load``, ``reconciliation``, ``fault_windows`` (records)
+        and ``windows`` (the schedule's windows as a table), and ``recovery``.
+    """
     seed = spec.seed + repetition
     # The load builds its image pool before it returns; the fault clock starts with its arrivals.
     load = _start_load(lab, spec.load, seed, prefix, progress, on_upload)
@@ -151,7 +157,7 @@ def _repetition(lab: Lab, spec: ExperimentSpec, repetition: int, prefix: str, in
     results, reconciled = settle(lab, spec, table, prefix, repetition, seed)
     return {"results": results, "load": table.assign(repetition=repetition),
             "reconciliation": None if reconciled is None else reconciled.assign(repetition=repetition),
-            "fault_windows": schedule.windows().to_dict("records"),
+            "fault_windows": schedule.windows().to_dict("records"), "windows": schedule.windows(),
             "recovery": None if recovery is None else {**recovery, "repetition": repetition}}
 
 
