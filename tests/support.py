@@ -25,14 +25,19 @@ def poll(what: str, fetch: Callable[[], Any], timeout_s: float = 30.0, interval_
     return value
 
 
-def read_output(lab, key_out: str, bucket: str = "dit247c") -> Image.Image:
-    """The action's output object, checked to be a valid image and decoded."""
+def output_bytes(lab, key_out: str, bucket: str = "dit247c") -> bytes:
+    """The action's output object, as stored."""
     response = lab.s3("storage-out").get_object(bucket, key_out)
     try:
-        data = response.read()
+        return response.read()
     finally:
         response.close()
         response.release_conn()
+
+
+def read_output(lab, key_out: str, bucket: str = "dit247c") -> Image.Image:
+    """The action's output object, checked to be a valid image and decoded."""
+    data = output_bytes(lab, key_out, bucket)
     with Image.open(io.BytesIO(data)) as img:
         img.verify()  # verify() leaves the image unusable, so decode a second copy
     img = Image.open(io.BytesIO(data))

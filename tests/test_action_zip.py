@@ -28,7 +28,7 @@ from labkit.pipeline.action_zip import REQUIREMENTS, SITE_PACKAGES, ZipBuild, bu
 from labkit.pipeline.images import generate_pool
 from labkit.pipeline.reconcile import output_key
 from labkit.stack.lab import Lab
-from tests.support import read_output
+from tests.support import output_bytes, read_output
 
 SOURCE = b"def main(args):\n    return {'ok': True}\n"
 PACKAGE = "dit247-zip-test"
@@ -121,12 +121,7 @@ def test_the_cli_refuses_an_out_path_it_cannot_write_in_one_line(tmp_path: Path)
 def _outputs(lab: Lab, rows) -> list[tuple[str, tuple[int, int], bytes]]:
     found = []
     for row in rows.itertuples():
-        response = lab.s3("storage-out").get_object("dit247c", row.key_out)
-        try:
-            data = response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        data = output_bytes(lab, row.key_out)
         with Image.open(io.BytesIO(data)) as img:
             found.append((img.format, img.size, data))
     return found
