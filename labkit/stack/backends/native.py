@@ -178,7 +178,8 @@ class NativeBackend(Backend):
             return ServiceStatus(service.name, "down", False, None, service.ports, service.version, service.endpoint())
         healthy = service.healthy()
         state = "paused" if service.paused() else ("up" if healthy else "unhealthy")
-        return ServiceStatus(service.name, state, healthy, record.pid, record.ports, record.version,
+        version = service.running_version(record.version) if healthy else record.version
+        return ServiceStatus(service.name, state, healthy, record.pid, record.ports, version,
                              service.endpoint(), round(time.time() - record.started_at, 1))
 
 

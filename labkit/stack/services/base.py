@@ -86,6 +86,11 @@ class Service(ServiceDeclaration, ABC):
     def on_ready(self) -> None:
         """Provision what later services rely on (topics, say), once the service is ready."""
 
+    def running_version(self, recorded: str) -> str:
+        """The version the running service reports of itself, for ``labkit status``; ``recorded``
+        (the pin it was started at) for a service that reports none."""
+        return recorded
+
     def data_paths(self) -> list[Path]:
         """What ``labkit down --wipe`` deletes: its working directory, and any data it keeps elsewhere."""
         return [self.workdir]

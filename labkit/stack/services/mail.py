@@ -60,6 +60,13 @@ class Mail(Service):
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.ports['mail-http']}{self.webroot.rstrip('/')}"
 
+    def running_version(self, recorded: str) -> str:
+        """What Mailpit says of itself (``/api/v1/info``): a build without its version stamped says "dev"."""
+        try:
+            return Mailbox(self.endpoint()).info()["Version"]
+        except ServiceError:  # it stopped answering since its health check
+            return recorded
+
     def smtp(self) -> tuple[str, int]:
         return self.host, self.ports["mail-smtp"]
 
@@ -81,6 +88,10 @@ class Mailbox:
     def search(self, query: str) -> list[dict]:
         """Messages matching Mailpit's search syntax, e.g. ``subject:"SLA"``."""
         return self._get("/api/v1/search", params={"query": query})["messages"]
+
+    def info(self) -> dict:
+        """Mailpit's own facts: its version, the database, message counts."""
+        return self._get("/api/v1/info")
 
     def delete_all(self) -> None:
         self._call("DELETE", "/api/v1/messages")
