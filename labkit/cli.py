@@ -101,7 +101,10 @@ def down(wipe: bool) -> None:
 @main.command(help="Show each service's state, pid, ports, version and health.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(as_json: bool) -> None:
-    rows = _backend().status()
+    from labkit.stack.usage import with_usage
+
+    backend = _backend()
+    rows = with_usage(backend, backend.status())
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
     else:
@@ -129,12 +132,14 @@ for _verb, _doc in [("stop", "Stop one service."), ("start", "Start one service 
 
 
 def _print_table(rows: list[ServiceStatus]) -> None:
-    table = Table("service", "state", "pid", "ports", "version", "health", "uptime")
+    table = Table("service", "state", "pid", "ports", "version", "health", "uptime", "RSS MB", "CPU %")
     for r in rows:
         ports = ",".join(str(p) for p in r.ports.values())
         health = "[green]healthy[/]" if r.healthy else "[red]unhealthy[/]" if r.state != "down" else "-"
         uptime = f"{r.uptime_s:.0f} s" if r.uptime_s is not None else "-"
-        table.add_row(r.name, r.state, str(r.pid or "-"), ports, r.version, health, uptime)
+        rss = f"{r.rss_mb:.0f}" if r.rss_mb is not None else "-"
+        cpu = f"{r.cpu_pct:.1f}" if r.cpu_pct is not None else "-"
+        table.add_row(r.name, r.state, str(r.pid or "-"), ports, r.version, health, uptime, rss, cpu)
     Console().print(table)
 
 
@@ -326,9 +331,7 @@ def reliability(scale: str, only: tuple[str, ...], out_dir: str | None, doc: str
 def bench(rates: str | None, images_per_rate: int | None, saturation_images: int | None, concurrency: int | None,
           bare_images: int | None, processes: int | None, max_inflight: int | None, warmup: int | None,
           seed: int | None, quick: bool, out_dir: str, no_progress: bool) -> None:
-    import pandas as pd
-
-    from labkit.experiments.bench import BenchParams, parse_rates, ratio_table, run_bench
+    from labkit.experiments.bench import BenchParams, parse_rates, run_bench
     from labkit.stack.lab import Lab
 
     given = {"images_per_rate": images_per_rate, "saturation_images": saturation_images,
@@ -340,12 +343,25 @@ def bench(rates: str | None, images_per_rate: int | None, saturation_images: int
     params = BenchParams.quick(**given) if quick else BenchParams(**given)  # bad input fails before any work
     reporter = Reporter()
     result = run_bench(Lab.from_env(reporter=reporter), params, out_dir, reporter, progress=not no_progress)
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        click.echo(result.rates.drop(columns=["images"]).to_string())
-        click.echo(ratio_table(result).to_string())
+    click.echo(bench_report(result))
     click.echo(f"json: {result.json_path}")
     click.echo(f"plot: {result.plot_path}")
 
+
+def bench_report(result) -> str:
+    """What ``labkit bench`` prints: the per-rate table, the ratios, and the CPU per image of each process."""
+    import pandas as pd
+
+    from labkit.experiments.bench import cpu_table, ratio_table
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        return "\n".join([result.rates.drop(columns=["images"]).to_string(), ratio_table(result).to_string(),
+                          "CPU per image at saturation:", cpu_table(result.data).to_string()])
+
+
+from labkit.teaching.course_cli import course  # noqa: E402 - the group lives beside its module
+
+main.add_command(course)
 
 if __name__ == "__main__":
     main()

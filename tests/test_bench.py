@@ -10,7 +10,13 @@ from click.testing import CliRunner
 
 from labkit.cli import main
 from labkit.errors import LabConfigError
-from labkit.experiments.bench import BenchParams, ratio_table, run_bench
+from labkit.experiments.bench import (
+    BenchParams,
+    cpu_table,
+    ratio_table,
+    run_bench,
+    where_the_cpu_goes,
+)
 from labkit.pipeline.metrics import STAGES
 
 
@@ -38,6 +44,25 @@ def test_bench_writes_valid_json_with_the_expected_fields(result):
     env = data["environment"]
     assert env["machine"]["cores"] == os.cpu_count() and env["git_revision"] and env["versions"]
     assert data["parameters"]["images_per_rate"] == 5
+
+
+def test_bench_writes_the_cpu_per_image_of_each_process(result):
+    per_image = json.loads(result.json_path.read_text())["saturation"]["cpu_ms_per_image"]
+    expected = {"nodered", "faas", "storage", "storage-out", "toxiproxy", "kafka", "mail", "load client", "all"}
+    assert expected <= set(per_image) and all(ms >= 0 for ms in per_image.values())
+    assert per_image["all"] == pytest.approx(sum(v for k, v in per_image.items() if k != "all"), abs=0.1)
+    table = cpu_table(result.data)
+    assert list(table.columns) == ["cpu_ms_per_image", "share"] and table.index[-1] == "all"
+    assert {"Node-RED", "FaaS runner", "Kafka", "Toxiproxy", "load client"} <= set(table.index)
+    assert "ms of CPU" in where_the_cpu_goes(result.data)
+
+
+def test_the_cli_prints_the_cpu_table(result):
+    from labkit.cli import bench_report
+
+    table = bench_report(result).split("CPU per image at saturation:")[1].strip().splitlines()
+    assert table[0].split() == ["cpu_ms_per_image", "share"] and table[1].split() == ["process"]
+    assert table[-1].split()[0] == "all" and any(line.startswith("Node-RED") for line in table)
 
 
 def test_bench_writes_a_plot_and_a_ratio_table(result):
@@ -92,5 +117,25 @@ def test_the_bench_plot_marks_a_percentile_without_an_upper_bound() -> None:
             "saturation": {"throughput_img_s": 30.0}, "environment": {"machine": {"cores": 2}}}
     result = BenchResult(data)
     assert result.rates["p99_high_ms"].tolist() == [float("inf")] * 2
-    labels = [t.get_text() for t in plot(result).axes[0].get_legend().get_texts()]
+    figure = plot(result)
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert "p99: no upper bound at this n" in labels and "p50 (95% bounds)" in labels
+    assert len(figure.axes) == 2  # no CPU sampled, no CPU panel
+
+
+def test_the_bench_plot_draws_the_cpu_per_process_when_sampled() -> None:
+    from labkit.experiments.bench.plots import cpu_plot, plot
+    from labkit.experiments.bench.result import BenchResult
+
+    point = {"rate_per_s": 4.0, "images": 20, "ok": 20, "errors": 0, "p50_ms": 50.0, "p95_ms": 90.0,
+             "p99_ms": 99.0, "stages_median_ms": {s: 1.0 for s in STAGES}}
+    cpu = {"nodered": 12.0, "faas": 3.0, "faas workers": 16.0, "kafka": 1.5, "load client": 2.5, "all": 35.0}
+    data = {"rates": [point], "bare": {"ms_per_image_median": 10.0, "throughput_img_s": 90.0},
+            "saturation": {"throughput_img_s": 30.0, "cpu_ms_per_image": cpu},
+            "environment": {"machine": {"cores": 2}}}
+    result = BenchResult(data)
+    assert len(plot(result).axes) == 3
+    bars = [t.get_text() for t in cpu_plot(result).axes[0].get_yticklabels()]
+    assert bars[-1] == "action workers" and "Node-RED" in bars and "all" not in bars
+    assert cpu_table(data).loc["all", "share"] == 1.0
+    assert "35.0 ms of CPU" in where_the_cpu_goes(data) and "action workers" in where_the_cpu_goes(data)

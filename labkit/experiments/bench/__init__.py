@@ -13,7 +13,8 @@ Three measurements, on the same 1080p photo-like JPEGs (:func:`bench_images`), i
 
 :func:`run_bench` (:mod:`.runner`) runs all three and writes ``bench-<run id>.json`` (with the
 environment) and ``bench-<run id>.png`` (:mod:`.plots`); :func:`ratio_table` sets the pipeline
-beside the bare loop (:mod:`.result`). :func:`scaling_sweep` (:mod:`.sweep`) varies partitions, consumer
+beside the bare loop (:mod:`.result`); :func:`cpu_table` says where the CPU went at saturation,
+per process and per image (:mod:`.cpu`). :func:`scaling_sweep` (:mod:`.sweep`) varies partitions, consumer
 concurrency and action concurrency.
 
 Example:
@@ -23,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from labkit.experiments.bench.cpu import cpu_table, where_the_cpu_goes, with_cpu
 from labkit.experiments.bench.measure import (
     ACTION_PHASES,
     DRAIN_SETTLE_S,
@@ -42,7 +44,7 @@ from labkit.experiments.bench.params import (
     bench_images,
     parse_rates,
 )
-from labkit.experiments.bench.plots import plot, sweep_plot
+from labkit.experiments.bench.plots import cpu_plot, plot, sweep_plot
 from labkit.experiments.bench.result import BenchResult, ratio_table, ratios
 from labkit.experiments.bench.runner import DEFAULT_OUT_DIR, run_bench, write
 from labkit.experiments.bench.sweep import (
@@ -56,6 +58,7 @@ from labkit.experiments.bench.sweep import (
 __all__ = [
     "ACTION_PHASES", "BENCH_SIZE", "DEFAULT_OUT_DIR", "DRAIN_SETTLE_S", "DRAIN_TIMEOUT_S", "MAX_EDGE", "MAX_PIXELS",
     "QUALITY", "SWEEP_AXES", "SWEEP_COLUMNS", "BenchParams", "BenchResult", "bare_resize", "bench_images",
+    "cpu_plot", "cpu_table", "where_the_cpu_goes", "with_cpu",
     "open_loop_point", "parse_rates", "plot", "ratio_table", "ratios", "run_bench", "saturation_point",
     "scaling_sweep", "set_partitions", "summarise", "sweep_plot", "sweep_points", "warm_up", "write",
 ]

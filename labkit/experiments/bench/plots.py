@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from labkit.experiments.bench.cpu import cpu_table
 from labkit.experiments.bench.result import BenchResult
 from labkit.experiments.bench.sweep import SWEEP_AXES
 from labkit.pipeline.metrics import STAGES
@@ -35,7 +36,8 @@ def _percentile_with_bounds(ax, table, name: str, style: str) -> None:
 
 
 def plot(result: BenchResult) -> Figure:
-    """Left: p50/p95/p99 against the rate, with the bare ms per image; right: stage medians per rate."""
+    """Left: p50/p95/p99 against the rate, with the bare ms per image; middle: stage medians per rate;
+    right (when the run sampled it): CPU ms per image of each process at saturation."""
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "inline"):
@@ -43,7 +45,11 @@ def plot(result: BenchResult) -> Figure:
     import matplotlib.pyplot as plt
 
     table = result.rates
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    cpu = cpu_table(result.data)
+    figure, axes = plt.subplots(1, 3 if len(cpu) else 2, figsize=(18 if len(cpu) else 12, 4.5))
+    left, right = axes[0], axes[1]
+    if len(cpu):
+        draw_cpu(axes[2], cpu, result.data["bare"]["ms_per_image_median"])
     for column, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
         _percentile_with_bounds(left, table, column.removesuffix("_ms"), style)
     left.axhline(result.data["bare"]["ms_per_image_median"], color="grey", linestyle="-.",
@@ -58,6 +64,26 @@ def plot(result: BenchResult) -> Figure:
     saturation = result.data["saturation"]["throughput_img_s"]
     figure.suptitle(f"saturation {saturation:g} img/s vs bare {result.data['bare']['throughput_img_s']:g} img/s "
                     f"({result.data['environment']['machine']['cores']} cores)")
+    figure.tight_layout()
+    return figure
+
+
+def draw_cpu(ax, cpu: pd.DataFrame, bare_ms: float) -> None:
+    """Horizontal bars: each process's CPU ms per image (the total in the title), the bare resize marked."""
+    rows = cpu.drop(index="all", errors="ignore").iloc[::-1]
+    ax.barh(rows.index, rows["cpu_ms_per_image"], color="tab:orange")
+    ax.axvline(bare_ms, color="grey", linestyle="-.", label="bare resize, ms/image (wall)")
+    total = cpu["cpu_ms_per_image"].get("all")
+    ax.set(xlabel="CPU ms per image", title=f"Where the CPU goes (all: {total:g} ms/image)")
+    ax.legend(fontsize=8)
+
+
+def cpu_plot(result: BenchResult) -> Figure:
+    """Its own figure: CPU ms per image of each process at saturation."""
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4))
+    draw_cpu(ax, cpu_table(result.data), result.data["bare"]["ms_per_image_median"])
     figure.tight_layout()
     return figure
 

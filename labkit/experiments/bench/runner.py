@@ -18,7 +18,13 @@ from typing import Any
 from labkit.core.files import atomic_write
 from labkit.core.progress import QUIET, Reporter
 from labkit.core.runs import RUN_FILE_MODE, run_id, write_json
-from labkit.experiments.bench.measure import bare_resize, open_loop_point, saturation_point, warm_up
+from labkit.experiments.bench.cpu import with_cpu
+from labkit.experiments.bench.measure import (
+    bare_resize,
+    open_loop_point,
+    saturation_point,
+    warm_up,
+)
 from labkit.experiments.bench.params import BenchParams, bench_images
 from labkit.experiments.bench.plots import plot
 from labkit.experiments.bench.result import BenchResult, ratios
@@ -60,8 +66,9 @@ def run_bench(lab: Lab, params: BenchParams = BenchParams(), out_dir: str | os.P
                                           f"bench/{stamp}/rate-{rate:g}/", params.seed, progress))
     with reporter.step(f"saturation ({params.saturation_images} images, "
                        f"{params.saturation_concurrency} uploaders)"):
-        saturation = saturation_point(lab, params.saturation_images, params.saturation_concurrency, images,
-                                      f"bench/{stamp}/saturation/", progress)
+        saturation = with_cpu(lab, lambda: saturation_point(
+            lab, params.saturation_images, params.saturation_concurrency, images, f"bench/{stamp}/saturation/",
+            progress))
     data = {"run_id": stamp, "parameters": _jsonable(asdict(params)),
             "environment": lab_metadata(lab, started, datetime.now(UTC), seed=params.seed),
             "bare": bare, "rates": points, "saturation": saturation}

@@ -24,6 +24,8 @@ class ServiceStatus:
     version: str
     endpoint: str
     uptime_s: float | None = None
+    rss_mb: float | None = None  # the service's process tree, filled in by labkit.stack.usage
+    cpu_pct: float | None = None  # % of one core over a short sample, likewise
 
     def as_dict(self) -> dict:
         return asdict(self)
