@@ -160,6 +160,10 @@ def test_08_scaling_benchmarks_the_pipeline_beside_the_bare_loop_and_sweeps_with
     assert bench["bare"]["throughput_img_s"] > 0 and Path(results["bench_plot"]).is_file()
     assert [r["rate_per_s"] for r in results["rates"]] == [5]
     assert results["saturation_over_bare"] == bench["ratios"]["saturation_over_bare_throughput"] > 0
+    # where the CPU goes: the burst's CPU per image of each process, drawn and said in a sentence from the data
+    assert results["cpu_ms_per_image"] == bench["saturation"]["cpu_ms_per_image"]
+    assert {"nodered", "faas", "kafka", "load client", "all"} <= set(results["cpu_ms_per_image"])
+    assert results["where_the_cpu_goes"] in claims.notebook_text(notebook)
     # every point of each sweep twice (repetitions interleaved), every image through
     points = [(p["max_inflight"], p["consumer_concurrency"], p["repetition"]) for p in results["sweep"]]
     assert points == [(2, 1, 0), (8, 1, 0), (2, 1, 1), (8, 1, 1), (8, 1, 0), (8, 2, 0), (8, 1, 1), (8, 2, 1)]
