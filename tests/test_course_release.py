@@ -17,7 +17,7 @@ from labkit.teaching import course
 from labkit.teaching.graders import check_sla_verdict, made_up_verdict_cases, reference_verdict
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-GRADED = {"02_faas": 1, "04_load_and_sla": 1, "07_sla_report": 1, "09_error_budgets": 2}  # notebook: exercises
+GRADED = {"02_faas": 1, "04_load_and_sla": 1, "06_retry_patterns": 1, "07_sla_report": 1, "09_error_budgets": 2}  # notebook: exercises
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,18 @@ def test_the_activation_and_outage_graders_hint_at_each_usual_mistake() -> None:
     assert check_outages(reference_outages).passed
     per_probe = check_outages(lambda ok, s: (ok.count(False), ok.count(False) * s))
     assert "one outage" in per_probe.feedback and per_probe.score == 2
+
+
+def test_the_reconciliation_grader_finds_lost_and_stale_by_version() -> None:
+    import pandas as pd
+
+    from labkit.teaching.reconcile_grader import check_to_republish, measured_bucket_cases, reference_to_republish
+
+    assert check_to_republish(reference_to_republish).passed
+    by_key = check_to_republish(lambda s, o, d, now_s, grace_s: {k for k in s if k not in o and now_s - s[k]["uploaded_s"] >= grace_s
+                                                                 and (k, s[k]["version"]) not in d})
+    assert not by_key.passed and "compare versions, not only keys" in by_key.feedback
+    run = pd.DataFrame({"repetition": [0, 0, 0], "key": ["a", "b", "c"], "status": ["resized", "resized", "dead_lettered"],
+                        "reconciled": [False, True, False], "upload_status": [200, 200, 200]})
+    [case] = measured_bucket_cases(run)
+    assert case.expected == {"b"}  # the image reconciliation republished is the one to find
