@@ -3,13 +3,17 @@ deployed on the lab's runner and invoked by the pipeline.
 
 The unit tests build small zips (no requirement, so no download); the stack test builds the real
 one from the pinned requirements (from PyPI, once: it is cached), pushes images through the whole
-pipeline with the source-deployed action and then with the zip, and compares the outputs.
+pipeline with the source-deployed action and then with the zip deployed by the official ``openwhisk``
+npm client (``tests/faas/conformance/deploy-action.js``, with what ``labkit.pipeline.deploy.action_deployment``
+says labkit deploys), and compares the outputs.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -28,8 +32,11 @@ from labkit.pipeline.action_zip import REQUIREMENTS, SITE_PACKAGES, ZipBuild, bu
 from labkit.pipeline.images import generate_pool
 from labkit.pipeline.reconcile import output_key
 from labkit.stack.lab import Lab
+from tests.faas.test_conformance import SUITE, _install
 from tests.support import output_bytes, read_output
 
+DEPLOY_SCRIPT = SUITE / "deploy-action.js"
+DEPLOY_TIMEOUT_S = 120
 SOURCE = b"def main(args):\n    return {'ok': True}\n"
 PACKAGE = "dit247-zip-test"
 
@@ -135,14 +142,41 @@ def _through_the_pipeline(lab: Lab, images, prefix: str) -> list[tuple[str, tupl
     return _outputs(lab, rows)
 
 
-def test_the_zip_deployed_action_resizes_through_the_pipeline_as_the_source_does(pipe: Lab, tmp_path: Path) -> None:
+def _deploy_with_the_npm_client(lab: Lab, name: str, action: pipeline.ActionDeployment) -> dict:
+    """Deploy ``action`` (a zip) as ``name`` with the official ``openwhisk`` npm client; the stored
+    action as ``deploy-action.js`` prints it. The key and the bound parameters go through the
+    environment and stdin, never argv."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    assert not missing, f"deploying with the npm client needs {missing} on PATH. Hint: install Node.js 18 or newer."
+    assert action.binary
+    _install()
+    env = {**os.environ, "OW_APIHOST": lab.endpoint("faas"), "OW_AUTH": lab.ctx.secrets.faas_auth.get_secret_value()}
+    if lab.ctx.tls:  # the native lab serves TLS with its own CA
+        env["NODE_EXTRA_CA_CERTS"] = str(lab.ctx.tls.ca_file)
+    spec = {"name": name, "zip": str(action.file), "kind": action.kind, "main": action.main, "params": action.params,
+            "annotations": action.annotations, "limits": action.limits}
+    done = subprocess.run(["node", DEPLOY_SCRIPT.name], cwd=SUITE, env=env, input=json.dumps(spec),
+                          capture_output=True, text=True, timeout=DEPLOY_TIMEOUT_S, check=False)
+    assert done.returncode == 0, f"deploy-action.js failed: {done.stderr}"
+    return json.loads(done.stdout)
+
+
+def test_the_zip_deployed_by_the_npm_client_resizes_through_the_pipeline_as_the_source_does(pipe: Lab,
+                                                                                           tmp_path: Path) -> None:
     images = generate_pool(6, seed=1414, sizes=[(1600, 1200), (900, 1400), (640, 480)],
                            mix={"jpeg": 2, "png": 1, "png_alpha": 1, "gif": 1})
     run = uuid.uuid4().hex[:8]
     from_source = _through_the_pipeline(pipe, images, f"zip-{run}/source/")
     try:
-        deployed = pipeline.deploy_action(pipe, prewarm=True, form="zip")
-        assert deployed["binary"] and deployed["name"] == pipeline.ACTION
+        action = pipeline.action_deployment(pipe, form="zip", prewarm=True)
+        deployed = _deploy_with_the_npm_client(pipe, pipeline.ACTION, action)
+        assert deployed["name"] == pipeline.ACTION and deployed["binary"] is True
+        assert deployed["kind"] == action.kind and deployed["limits"] == {**deployed["limits"], **action.limits}
+        assert {a["key"]: a["value"] for a in deployed["annotations"]}["prewarm"] is True
+        assert "params" not in deployed and "parameters" not in deployed  # no credential printed
+        # labkit's own client finds the very action it would deploy (code, parameters, limits,
+        # annotations) and leaves it alone: the npm client deployed the same thing.
+        assert pipeline.deploy_action(pipe, prewarm=True, form="zip")["version"] == deployed["version"]
         from_zip = _through_the_pipeline(pipe, images, f"zip-{run}/zip/")
     finally:
         assert not pipeline.deploy_action(pipe, prewarm=True)["binary"]  # later tests see the default

@@ -17,8 +17,10 @@ import importlib.util
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -42,10 +44,12 @@ from labkit.stack.services.storage import (
 )
 from labkit.stack.versions import STACK_DIR
 
-__all__ = ["RetryHops", "RetryPolicy", "deploy_action", "stand_up", "tear_down"]
+__all__ = ["ActionDeployment", "RetryHops", "RetryPolicy", "action_deployment", "deploy_action", "stand_up",
+           "tear_down"]
 
 ACTION = "resize"
 ACTION_FILE = ACTION_SOURCE
+ACTION_KIND, ACTION_MAIN = "python:3.11", "main"  # the runtime kind and entry function
 # How the action's code is sent: its source file, or the zip a real OpenWhisk needs (labkit.pipeline.action_zip).
 FORMS = ("source", "zip")
 FLOWS_FILE = STACK_DIR / "nodered" / "flows.json"
@@ -145,6 +149,54 @@ def ensure_buckets(lab: Lab) -> None:
                            "Hint: `labkit status`; `labkit logs storage`.") from e
 
 
+@dataclass(frozen=True)
+class ActionDeployment:
+    """What :func:`deploy_action` sends for the ``resize`` action, for any OpenWhisk client to send the same.
+
+    ``file`` is the action's source (``binary`` false) or its zip (``binary`` true, sent as the
+    base64 of its bytes). ``params`` are the bound parameters; they hold the store credentials,
+    so they are left out of the repr.
+    """
+
+    kind: str
+    main: str
+    file: Path
+    binary: bool
+    params: dict[str, Any] = field(repr=False)
+    limits: dict[str, int]
+    annotations: dict[str, Any]
+
+    @property
+    def code(self) -> str:
+        """``exec.code`` as OpenWhisk takes it: the source text, or the zip's bytes in base64."""
+        return base64.b64encode(self.file.read_bytes()).decode("ascii") if self.binary else self.file.read_text()
+
+
+def action_deployment(lab: Lab, form: str = "source", concurrency: int = ACTION_LIMITS["concurrency"],
+                      prewarm: bool = False) -> ActionDeployment:
+    """The ``resize`` action as :func:`deploy_action` deploys it (kind, code, bound parameters,
+    limits, annotations), so that another client (``wsk``, the ``openwhisk`` npm client) can
+    deploy exactly the same action. A zip is built first if the lab's cache has none.
+
+    Raises:
+        LabConfigError: An unknown ``form``, or the zip could not be built.
+    """
+    if form not in FORMS:
+        raise LabConfigError(f"unknown action form {form!r}. Fix: use one of {', '.join(FORMS)}.")
+    s = lab.ctx.secrets
+    # The action reads and writes through the action-store hop (the storage-out gateway,
+    # which shares the data root and sends no events for reads).
+    store = lab.backend.hop_url("action-store")
+    params = {"s3_endpoint": store, "s3_out_endpoint": store,
+              "s3_access_key": s.action_access_key.get_secret_value(),
+              "s3_secret_key": s.action_secret_key.get_secret_value(), "target_bucket": OUTPUT_BUCKET,
+              "allowed_source_buckets": [SOURCE_BUCKET], "allowed_target_buckets": [OUTPUT_BUCKET]}
+    file = ACTION_FILE if form == "source" else build_action_zip(lab.ctx.config.cache_dir)
+    return ActionDeployment(kind=ACTION_KIND, main=ACTION_MAIN, file=file, binary=form == "zip", params=params,
+                            limits={**ACTION_LIMITS, "concurrency": concurrency},
+                            annotations={"prewarm": prewarm})
+
+
 def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMITS["concurrency"],
                   prewarm: bool = False, form: str = "source", package: str | None = None) -> dict[str, Any]:
     """(Re)deploy the ``resize`` action with its S3 endpoints, credentials and allowed buckets bound.
@@ -171,29 +223,17 @@ def deploy_action(lab: Lab, force: bool = False, concurrency: int = ACTION_LIMIT
         LabConfigError: An unknown ``form``, or the zip could not be built.
         ServiceError: faas refused.
     """
-    if form not in FORMS:
-        raise LabConfigError(f"unknown action form {form!r}. Fix: use one of {', '.join(FORMS)}.")
-    s = lab.ctx.secrets
-    # The action reads and writes through the action-store hop (the storage-out gateway,
-    # which shares the data root and sends no events for reads).
-    store = lab.backend.hop_url("action-store")
-    params = {"s3_endpoint": store, "s3_out_endpoint": store,
-              "s3_access_key": s.action_access_key.get_secret_value(),
-              "s3_secret_key": s.action_secret_key.get_secret_value(), "target_bucket": OUTPUT_BUCKET,
-              "allowed_source_buckets": [SOURCE_BUCKET], "allowed_target_buckets": [OUTPUT_BUCKET]}
-    code = (ACTION_FILE.read_text() if form == "source"
-            else base64.b64encode(build_action_zip(lab.ctx.config.cache_dir).read_bytes()).decode("ascii"))
-    limits = {**ACTION_LIMITS, "concurrency": concurrency}
+    wanted = action_deployment(lab, form, concurrency, prewarm)
+    params, limits, annotations, code = wanted.params, wanted.limits, wanted.annotations, wanted.code
     path = f"{package}/{ACTION}" if package else ACTION
     try:
         with lab.faas() as faas:
             if package:  # a changed credential reaches the next call, with no redeploy of the action
                 faas.put_package(package, params)
-            annotations = {"prewarm": prewarm}
             # GET on a packaged action shows the package's parameters as its own, so both forms compare alike.
             if force or not _action_matches(faas, path, code, params, limits, annotations):
-                faas.put_action(path, code, params=None if package else params, limits=limits,
-                                annotations=annotations)
+                faas.put_action(path, code, kind=wanted.kind, main=wanted.main,
+                                params=None if package else params, limits=limits, annotations=annotations)
             action = faas.get_action(path)
     except (FaasError, httpx.HTTPError) as e:
         raise ServiceError(f"faas refused the {path} action: {e}. Hint: `labkit logs faas`.") from e
