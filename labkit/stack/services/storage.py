@@ -115,8 +115,10 @@ class _Gateway(Service):
     def command(self) -> list[str]:
         binary = self.install_step().target(self.config.cache_dir) / "versitygw"
         tls = ["--cert", str(self.tls.cert_file), "--key", str(self.tls.key_file)] if self.tls else []
+        # --keep-alive: without it every S3 request is a new TCP and TLS connection, at both ends and
+        # through Toxiproxy (about a quarter of the pipeline's CPU per image: docs/performance.md).
         return [str(binary), "--port", f"{self.host}:{self.port()}", *tls, "--health", "/health",
-                "--quiet", "--iam-dir", str(self.iam_dir), *self.event_flags(),
+                "--quiet", "--keep-alive", "--iam-dir", str(self.iam_dir), *self.event_flags(),
                 "posix", "--dir-perms", "0700", str(self.root)]
 
     def event_flags(self) -> list[str]:
