@@ -163,6 +163,31 @@ def action_zip(out: str, force: bool) -> None:
     click.echo(f"{path} ({path.stat().st_size / 1e6:.1f} MB, {took_s:.1f} s): {layout['entry']} + virtualenv/ with {pins}")
 
 
+@main.group(help="Helpers for a lab on the remote backend (LABKIT_BACKEND=remote, docs/scaling.md).")
+def remote() -> None:
+    """The ``labkit remote`` verbs."""
+
+
+@remote.command(name="nodered-env", help="Write the environment the remote Node-RED runs the pipeline flow with (its "
+                                          "endpoints and the lab's secrets) to an env file, mode 0600, for its operator "
+                                          "to load (kubectl create secret generic ... --from-env-file). Prints no secret.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The env file to write.")
+@click.option("--metrics-file", default=None, help="Where the remote Node-RED appends its metrics "
+                                                   "[default: /data/metrics/metrics.jsonl].")
+def remote_nodered_env(out: str, metrics_file: str | None) -> None:
+    from pathlib import Path
+
+    from labkit.stack.backends.remote import REMOTE_METRICS_FILE, RemoteBackend
+
+    backend = _backend()
+    if not isinstance(backend, RemoteBackend):
+        raise LabConfigError("labkit remote nodered-env is for a remote lab. Fix: set LABKIT_BACKEND=remote and its "
+                             "LABKIT_REMOTE_* endpoints (docs/scaling.md).")
+    count = backend.write_nodered_env(Path(out), metrics_file or REMOTE_METRICS_FILE)
+    click.echo(f"{out}: {count} settings (mode 0600; it holds the lab's secrets, never commit it). Load it with "
+               f"kubectl create secret generic labkit-nodered --from-env-file={out}")
+
+
 @main.command(help="Render the SLA report (HTML and PDF) of a run directory written by labkit.analysis.report.save_run.")
 @click.argument("run_dir", metavar="RUN_DIR")
 @click.option("--out", "out_dir", default="reports", show_default=True, help="Directory for the report files.")

@@ -136,7 +136,8 @@ def test_a_lab_without_an_endpoint_for_a_service_names_the_setting(tmp_path) -> 
     assert lab.endpoint("storage") == "http://s3.example:9000"
     with pytest.raises(LabConfigError, match="no endpoint for faas. Fix: set LABKIT_REMOTE_FAAS_URL"):
         lab.faas()
-    with pytest.raises(LabConfigError, match="no endpoint for toxiproxy. Fix: use LABKIT_BACKEND=native"):
+    # network faults act on the remote deployment's own Toxiproxy, when it has one
+    with pytest.raises(LabConfigError, match="no endpoint for toxiproxy. Fix: set LABKIT_REMOTE_TOXIPROXY_URL"):
         lab.toxiproxy()
     with pytest.raises(LabConfigError, match="Unknown service 'kafak'"):
         lab.endpoint("kafak")

@@ -86,7 +86,7 @@ def _config(service: type[Service], places: Places) -> list[str]:
 
 def _remote(service: type[Service], places: Places) -> list[str]:
     if service.remote is None:
-        return []  # no remote counterpart (Toxiproxy: the remote backend has no fault tool)
+        return []  # no remote counterpart
     setting, problems = service.remote.setting, []
     if setting not in places.settings:
         problems.append(f"remote: LabConfig has no field {setting}")
@@ -177,7 +177,8 @@ def test_the_derived_tables_are_the_ones_the_lab_had() -> None:
         "hop-action-store": 8484, "hop-store-webhook": 8485}
     assert dict(REMOTE_FIELDS) == {
         "storage": "remote_s3_url", "storage-out": "remote_s3_out_url", "kafka": "remote_kafka_bootstrap",
-        "faas": "remote_faas_url", "nodered": "remote_nodered_url", "mail": "remote_mail_url"}
+        "faas": "remote_faas_url", "nodered": "remote_nodered_url", "mail": "remote_mail_url",
+        "toxiproxy": "remote_toxiproxy_url"}
     assert set(PATH_SERVICES) == {"storage", "kafka", "nodered", "faas", "storage-out"}
     assert set(CRASH_TESTED) == {"storage", "storage-out", "kafka", "nodered", "faas", "mail"}
     assert [h.name for h in declared_hops()] == ["client-store", "store-kafka", "nodered-faas", "action-store",

@@ -7,11 +7,13 @@ epoch milliseconds (``t_*``); durations are milliseconds (``*_ms``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from labkit.stack.backends.base import Backend
 from labkit.stack.services.nodered import METRICS_FILE
 
 if TYPE_CHECKING:
@@ -35,9 +37,23 @@ STAGES = {
 COLUMNS = ("key", "trace_id", "attempts", "outcome", *STAMPS, "t_done", "completed_by", "duration_ms")
 
 
+# A metrics file that Node-RED writes elsewhere (a remote lab's), mirrored here: its path ->
+# what brings it up to date; every read through read_lines pulls first.
+_PULLERS: dict[Path, Callable[[Path], None]] = {}
+
+
 def metrics_path(lab: Lab) -> Path:
-    """The metrics file Node-RED appends to (``LABKIT_METRICS_FILE`` of the nodered service)."""
-    return lab.ctx.config.data_dir / METRICS_FILE
+    """The metrics file Node-RED appends to (``LABKIT_METRICS_FILE`` of the nodered service).
+
+    A remote lab's Node-RED writes it on its own machine: the path is then the lab's mirror of
+    it, which :func:`read_lines` (and so every reader here) brings up to date before it reads
+    (``Backend.pull_metrics``: the flow's ``GET /pipeline/metrics``).
+    """
+    path = lab.ctx.config.data_dir / METRICS_FILE
+    backend = getattr(lab, "backend", None)
+    if backend is not None and type(backend).pull_metrics is not Backend.pull_metrics:
+        _PULLERS[path] = backend.pull_metrics
+    return path
 
 
 def lab_metrics(lab: Lab) -> pd.DataFrame:
@@ -52,6 +68,8 @@ def read_lines(path: Path) -> list[dict]:
     ``str.splitlines`` would take for line ends.
     """
     rows = []
+    if pull := _PULLERS.get(path):
+        pull(path)
     if not path.exists():
         return rows
     for line in path.read_text(errors="replace").split("\n"):

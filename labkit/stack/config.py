@@ -110,8 +110,11 @@ class _LabSettings(BaseSettings):
 def _remote_settings() -> dict[str, Any]:
     """One optional field per declared remote endpoint (``remote_s3_url``, ...): existing
     endpoints the remote backend points the lab at."""
-    return {e.setting: (str | None, Field(default=None, description=e.description))
-            for e in remote_endpoints().values()}
+    endpoints = {e.setting: (str | None, Field(default=None, description=e.description))
+                 for e in remote_endpoints().values()}
+    return {**endpoints, "remote_ca_bundle": (Path | None, Field(
+        default=None, description="PEM file of the CA(s) the remote endpoints' certificates chain to "
+                                  "(default: the system's roots)"))}
 
 
 LabConfig = create_model(

@@ -92,7 +92,7 @@ class Lab:
         url = urlparse(self.endpoint(gateway))
         secure = url.scheme == "https"
         return _LabMinio(url.netloc, access_key=access, secret_key=secret, secure=secure, region=region,
-                         http_client=_trusting(self.ctx.tls.ca_file) if secure and self.ctx.tls else None,
+                         http_client=_trusting(self.ctx.ca_file) if secure and self.ctx.ca_file else None,
                          on_bucket_made=self.backend.bucket_made)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from labkit.core.progress import QUIET, Reporter
 from labkit.errors import LabConfigError
@@ -74,8 +75,13 @@ class Backend(ABC):
         """Where clients reach each service (no secrets in it)."""
 
     def hop_url(self, name: str) -> str:
-        """Where a service connects to reach hop ``name`` (its Toxiproxy proxy)."""
+        """Where a service connects to reach hop ``name`` (its Toxiproxy proxy; a remote lab: the
+        endpoint of the service at the hop's far end)."""
         return hops.hop_url(self.ctx.config, name)
+
+    def pull_metrics(self, path: Path) -> None:
+        """Bring the metrics file at ``path`` up to date before it is read: a backend whose Node-RED
+        writes it elsewhere copies the new lines here (nothing to do where Node-RED writes ``path``)."""
 
     def bucket_made(self, bucket: str) -> None:
         """Called by ``Lab.s3()``'s client once it made ``bucket``: a backend that keeps the

@@ -95,14 +95,15 @@ class RemoteEndpoint:
     def variable(self) -> str:
         return f"LABKIT_{self.setting.upper()}"
 
-    def readiness(self, address: str) -> Readiness:
-        """The check of ``address``, the value the user set.
+    def readiness(self, address: str, verify: object = True) -> Readiness:
+        """The check of ``address``, the value the user set (an ``https`` one's certificate checked
+        against ``verify``: the remote deployment's CA, ``LABKIT_REMOTE_CA_BUNDLE``).
 
         Raises:
             LabConfigError: a bootstrap list whose first entry is not ``host:port``.
         """
-        if self.probe == "http":
-            return HttpReady(address, statuses=tuple(range(200, 500)))  # any HTTP answer means reachable
+        if self.probe == "http":  # any HTTP answer means reachable
+            return HttpReady(address, statuses=tuple(range(200, 500)), verify=verify)
         host, _, port = address.split(",")[0].strip().rpartition(":")
         if not host or not port.isdigit():
             raise LabConfigError(f"{self.variable}={address!r} is not a list of host:port. "

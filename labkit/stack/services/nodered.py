@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit.stack.install import InstallStep, NpmPackage
 from labkit.stack.readiness import AllReady, HttpReady, Readiness
@@ -11,6 +12,9 @@ from labkit.stack.services.base import Service
 from labkit.stack.services.catalog import hop_url
 from labkit.stack.services.declarations import ComposeEntry, Hop, RemoteEndpoint
 from labkit.stack.versions import STACK_DIR, pin
+
+if TYPE_CHECKING:
+    from labkit.stack.secrets import LabSecrets
 
 NODERED_DIR = STACK_DIR / "nodered"
 # Uploads through the flow's /upload endpoint may be large (a 50 MB photo); the
@@ -28,6 +32,31 @@ def _sources_digest() -> str:
         if f.is_file() and "node_modules" not in f.parts:
             h.update(str(f.relative_to(NODERED_DIR)).encode() + f.read_bytes())
     return h.hexdigest()[:10]
+
+
+def pipeline_environment(s: LabSecrets, *, kafka_bootstrap: str, s3_url: str, s3_out_url: str, faas_url: str,
+                         metrics_file: str) -> dict[str, str]:
+    """What Node-RED's settings and the pipeline flow read from its environment, wherever it runs:
+    the native backend starts Node-RED with it, and a remote lab writes it to an env file for the
+    remote Node-RED's operator (``labkit remote nodered-env``, :mod:`labkit.stack.backends.remote`).
+
+    The admin login also guards the flow's metrics endpoint (``GET /pipeline/metrics``).
+    """
+    return {
+        "LABKIT_NODERED_USER": s.nodered_user,
+        "LABKIT_NODERED_PASSWORD": s.nodered_password.get_secret_value(),
+        "LABKIT_NODERED_CREDENTIAL_SECRET": s.nodered_credential_secret.get_secret_value(),
+        "LABKIT_NODERED_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "LABKIT_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LABKIT_S3_URL": s3_url,
+        "LABKIT_S3_OUT_URL": s3_out_url,
+        "LABKIT_S3_ACCESS_KEY": s.s3_access_key.get_secret_value(),
+        "LABKIT_S3_SECRET_KEY": s.s3_secret_key.get_secret_value(),
+        "LABKIT_FAAS_URL": faas_url,
+        "LABKIT_FAAS_AUTH": s.faas_auth.get_secret_value(),
+        "LABKIT_WEBHOOK_TOKEN": s.webhook_token.get_secret_value(),
+        "LABKIT_METRICS_FILE": metrics_file,
+    }
 
 
 class NodeRed(Service):
@@ -59,22 +88,13 @@ class NodeRed(Service):
         metrics_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return {
             "LABKIT_NODERED_HOST": host,
-            "LABKIT_NODERED_USER": s.nodered_user,
-            "LABKIT_NODERED_PASSWORD": s.nodered_password.get_secret_value(),
-            "LABKIT_NODERED_CREDENTIAL_SECRET": s.nodered_credential_secret.get_secret_value(),
-            "LABKIT_NODERED_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            **pipeline_environment(s, kafka_bootstrap=f"{host}:{port('kafka')}",
+                                   s3_url=hop_url(self.config, "client-store"),
+                                   s3_out_url=f"{'https' if self.tls else 'http'}://{host}:{port('storage-out')}",
+                                   faas_url=hop_url(self.config, "nodered-faas"), metrics_file=str(metrics_file)),
             "NODE_OPTIONS": "--max-old-space-size=512",
             # settings.js requires minio (for function nodes) through this path
             "NODE_PATH": str(self.install_step().target(self.config.cache_dir) / "node_modules"),
-            "LABKIT_KAFKA_BOOTSTRAP": f"{host}:{port('kafka')}",
-            "LABKIT_S3_URL": hop_url(self.config, "client-store"),
-            "LABKIT_S3_OUT_URL": f"{'https' if self.tls else 'http'}://{host}:{port('storage-out')}",
-            "LABKIT_S3_ACCESS_KEY": s.s3_access_key.get_secret_value(),
-            "LABKIT_S3_SECRET_KEY": s.s3_secret_key.get_secret_value(),
-            "LABKIT_FAAS_URL": hop_url(self.config, "nodered-faas"),
-            "LABKIT_FAAS_AUTH": s.faas_auth.get_secret_value(),
-            "LABKIT_WEBHOOK_TOKEN": s.webhook_token.get_secret_value(),
-            "LABKIT_METRICS_FILE": str(metrics_file),
             "LABKIT_SMTP_HOST": host,
             "LABKIT_SMTP_PORT": str(port("mail-smtp")),
             **self._tls_environment(),

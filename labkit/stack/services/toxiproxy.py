@@ -9,6 +9,7 @@ from labkit.stack.install import GoBinary, InstallStep
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.services.base import Service
 from labkit.stack.services.catalog import declared_hops
+from labkit.stack.services.declarations import RemoteEndpoint
 from labkit.stack.versions import pin
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -22,6 +23,9 @@ class Toxiproxy(Service):
     default_ports = {"toxiproxy": 8474}
     pin_key = "toxiproxy"
     crash_tested = False  # killing the fault tool is a blackhole on every hop: the hops' cases
+    # A remote deployment's own Toxiproxy, its proxies named after the hops and in front of the
+    # services: the network faults act there (docs/scaling.md); without it they are refused.
+    remote = RemoteEndpoint("remote_toxiproxy_url", "a Toxiproxy in front of the remote services, one proxy per hop")
 
     @classmethod
     def listeners(cls) -> dict[str, int]:
