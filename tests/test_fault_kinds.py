@@ -37,6 +37,7 @@ from labkit.experiments.faults import (
 from labkit.experiments.faults.network import LimitData
 from labkit.experiments.faults.schedule import check_no_overlap, plan
 from labkit.stack.services import SERVICE_NAMES
+from labkit.stack.services.kafka import REPLICAS
 from labkit.teaching.widgets import _panel_params
 from tests import test_faults
 
@@ -53,7 +54,7 @@ def test_the_kinds_that_ship() -> None:
     assert set(KINDS) == {*PROCESS_FAULTS, *NETWORK_FAULTS, "restart"}
     restart = kind_of("restart")
     assert (restart.family, restart.targets(), restart.lasts) == ("restart", (STACK,), False)
-    assert HOPS == kind_of("latency").targets() and SERVICE_NAMES == kind_of("kill").targets()
+    assert HOPS == kind_of("latency").targets() and SERVICE_NAMES + REPLICAS == kind_of("kill").targets()
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))

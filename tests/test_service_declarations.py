@@ -174,7 +174,10 @@ def test_the_derived_tables_are_the_ones_the_lab_had() -> None:
         "storage": 7070, "storage-out": 7071, "kafka": 9092, "kafka-controller": 9093, "faas": 3233,
         "nodered": 1880, "nodered-tls": 1881, "mail-smtp": 1025, "mail-http": 8025, "toxiproxy": 8474,
         "kafka-proxied": 9094, "hop-client-store": 8481, "hop-store-kafka": 8482, "hop-nodered-faas": 8483,
-        "hop-action-store": 8484, "hop-store-webhook": 8485}
+        "hop-action-store": 8484, "hop-store-webhook": 8485,
+        # the replicated Kafka's brokers 2 and 3 (LABKIT_KAFKA_BROKERS=3), and the store's hops to them
+        "kafka-2": 9192, "kafka-2-controller": 9193, "kafka-2-proxied": 9194, "kafka-3": 9292,
+        "kafka-3-controller": 9293, "kafka-3-proxied": 9294, "hop-store-kafka-2": 8486, "hop-store-kafka-3": 8487}
     assert dict(REMOTE_FIELDS) == {
         "storage": "remote_s3_url", "storage-out": "remote_s3_out_url", "kafka": "remote_kafka_bootstrap",
         "faas": "remote_faas_url", "nodered": "remote_nodered_url", "mail": "remote_mail_url",

@@ -61,6 +61,9 @@ class _LabSettings(BaseSettings):
     poll_interval_s: float = 0.2
     stop_timeout_s: float = 10.0
     sla_threshold_s: float = 10.0
+    # Kafka's topology (labkit.stack.services.kafka): 1 broker, or a replicated cluster of 3
+    # (services kafka, kafka-2, kafka-3; topics at replication factor 3, min.insync.replicas 2).
+    kafka_brokers: int = 1
     # The URL path a Jupyter server proxies the lab's UIs under (jupyter-server-proxy,
     # labkit.teaching.proxy): JupyterHub's user prefix (``/user/NAME/``) when the lab runs in a
     # single-user server; empty when the UIs are opened on loopback. Mailpit serves under it.
@@ -72,6 +75,14 @@ class _LabSettings(BaseSettings):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("listeners bind to loopback only; set LABKIT_HOST=127.0.0.1")
         return host
+
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _one_or_three(cls, brokers: int) -> int:
+        if brokers not in (1, 3):
+            raise ValueError(f"{brokers} brokers is not a topology the lab runs; set LABKIT_KAFKA_BROKERS=1 "
+                             "(one broker) or LABKIT_KAFKA_BROKERS=3 (a replicated cluster)")
+        return brokers
 
     @field_validator("web_prefix")
     @classmethod

@@ -56,21 +56,30 @@ class ToxicKind(FaultKind):
 
     def inject(self, lab: Lab, fault: Fault) -> None:
         client, values = lab.toxiproxy(), self.values(fault)
-        for stream in self.streams:
-            client.add_toxic(fault.target, self.name, stream=stream, toxicity=float(values["toxicity"]),
-                             name=toxic_name(self.name, stream), **self.attributes(values))
+        for proxy in hop_proxies(client.proxies(), fault.target):
+            for stream in self.streams:
+                client.add_toxic(proxy, self.name, stream=stream, toxicity=float(values["toxicity"]),
+                                 name=toxic_name(self.name, stream), **self.attributes(values))
 
     def clear(self, lab: Lab, fault: Fault, *, revive: bool = True) -> None:
         client = lab.toxiproxy()
         try:
-            present = {t["name"] for t in client.toxics(fault.target)}
+            proxies = hop_proxies(client.proxies(), fault.target)
+            present = {proxy: {t["name"] for t in client.toxics(proxy)} for proxy in proxies}
         except ServiceError:
             if service_state(lab, "toxiproxy") == "down":
                 return  # no Toxiproxy, no toxics: its proxies are made afresh when it starts
             raise
-        for stream in self.streams:
-            if toxic_name(self.name, stream) in present:
-                client.remove_toxic(fault.target, toxic_name(self.name, stream))
+        for proxy, names in present.items():
+            for stream in self.streams:
+                if toxic_name(self.name, stream) in names:
+                    client.remove_toxic(proxy, toxic_name(self.name, stream))
+
+
+def hop_proxies(proxies: dict[str, dict], hop: str) -> list[str]:
+    """The proxies a fault on ``hop`` acts on: its own, and one per further broker when the hop
+    leads to the replicated Kafka (``store-kafka`` -> also ``store-kafka-2``, ``store-kafka-3``)."""
+    return [hop, *sorted(p for p in proxies if p.startswith(f"{hop}-") and p[len(hop) + 1:].isdigit())]
 
 
 @register

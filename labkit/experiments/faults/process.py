@@ -14,6 +14,7 @@ from labkit.errors import ServiceError
 from labkit.experiments.faults.kinds import FaultKind, register, service_state
 from labkit.experiments.faults.model import Fault
 from labkit.stack.services import SERVICE_NAMES
+from labkit.stack.services.kafka import REPLICAS
 
 if TYPE_CHECKING:
     from labkit.stack.lab import Lab
@@ -28,7 +29,7 @@ class ProcessKind(FaultKind):
     target_noun, targets_noun = "a service", "services"
 
     def targets(self) -> tuple[str, ...]:
-        return SERVICE_NAMES
+        return SERVICE_NAMES + REPLICAS  # kafka-2, kafka-3: the brokers of the replicated Kafka
 
     def slot(self, fault: Fault) -> tuple[str, str]:
         return self.family, fault.target

@@ -15,6 +15,7 @@ from labkit.stack.process import port_owner, terminate_process
 from labkit.stack.readiness import poll_until
 from labkit.stack.secrets import make_private
 from labkit.stack.services import SERVICE_TYPES, Service
+from labkit.stack.services.kafka import REPLICAS
 from labkit.stack.services.storage import keep_bucket_private
 
 # How long a port held by a service just stopped may take to be free again.
@@ -26,7 +27,7 @@ class NativeBackend(Backend):
 
     def __init__(self, ctx: LabContext, reporter: Reporter = QUIET):
         super().__init__(ctx, reporter)
-        self.services: dict[str, Service] = {t.name: t(ctx) for t in SERVICE_TYPES}
+        self.services: dict[str, Service] = {s.name: s for t in SERVICE_TYPES for s in t.instances(ctx)}
 
     # -- install -------------------------------------------------------------
     def install_steps(self) -> list[InstallStep]:
@@ -80,7 +81,10 @@ class NativeBackend(Backend):
 
     # -- one service ---------------------------------------------------------
     def service(self, name: str) -> Service:
-        return self.services[check_service_name(name)]
+        if name in REPLICAS and name not in self.services:
+            raise LabConfigError(f"{name} is a broker of the replicated Kafka, and this lab runs one broker. "
+                                 "Fix: LABKIT_KAFKA_BROKERS=3, on a new lab or after `labkit down --wipe`.")
+        return self.services[name if name in REPLICAS else check_service_name(name)]
 
     def logs(self, service: str, lines: int = 50) -> str:
         return self.service(service).log_tail(lines)

@@ -59,6 +59,12 @@ class Service(ServiceDeclaration, ABC):
         self.config = ctx.config
         self.table = ProcessTable(ctx.config.run_dir)
 
+    @classmethod
+    def instances(cls, ctx: LabContext) -> list[Service]:
+        """The processes of this service a lab with ``ctx`` runs: one, unless the service has a
+        topology of its own (Kafka's brokers, :mod:`labkit.stack.services.kafka`)."""
+        return [cls(ctx)]
+
     # -- how it runs ---------------------------------------------------------
     @abstractmethod
     def install_step(self) -> InstallStep | None:

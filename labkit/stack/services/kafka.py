@@ -1,17 +1,32 @@
-"""The message broker: Apache Kafka 3.9, one node in KRaft mode."""
+"""The message broker: Apache Kafka 3.9 in KRaft mode, one node or a replicated cluster of three.
+
+``LABKIT_KAFKA_BROKERS`` picks the topology. With 1 (the default) the service ``kafka`` is the
+whole of Kafka. With 3 the brokers are three processes and three services, ``kafka``,
+``kafka-2`` and ``kafka-3``, each both broker and controller (a 3-voter KRaft quorum), so each
+can be stopped, killed or paused on its own. The topics then live on all three (replication
+factor 3) and a write is acknowledged once two hold it (``min.insync.replicas`` 2, acks=all):
+any one broker may fail without losing a record or refusing a write.
+
+The store reaches each broker through a Toxiproxy hop of its own: ``store-kafka`` (broker 1,
+the store's bootstrap; the declared hop), ``store-kafka-2`` and ``store-kafka-3``. A network
+fault on ``store-kafka`` applies to all three (:mod:`labkit.experiments.faults.network`).
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import uuid
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownBrokerIdError
+from tenacity import RetryError, Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
 from labkit.core.files import atomic_write
-from labkit.errors import ServiceError
+from labkit.errors import LabConfigError, ServiceError
 from labkit.stack.install import InstallStep, MavenJars
 from labkit.stack.process import SERVICE_UMASK
 from labkit.stack.readiness import AllReady, LogReady, PortReady, Readiness
@@ -21,7 +36,9 @@ from labkit.stack.services.declarations import (
     Hop,
     RemoteEndpoint,
     hop_address,
+    hop_port_name,
 )
+from labkit.stack.services.toxiproxy import ToxiproxyClient
 from labkit.stack.versions import STACK_DIR, pin
 
 # Topics the pipeline needs before versitygw starts: its Kafka writer does not
@@ -29,16 +46,68 @@ from labkit.stack.versions import STACK_DIR, pin
 TOPICS = ("dit247", "dit247-dlq")
 # C1 only (TieredStopAtLevel=1): the broker starts on a fraction of the CPU that C2 would spend
 # compiling, which decides how fast it is back after a crash on a loaded 2-core machine; a
-# lab's few messages a second never need C2's code.
-JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1",
+# lab's few messages a second never need C2's code. A 256 MB heap holds a lab's load with room
+# to spare; three brokers of a class's many labs must fit too (docs/reliability.md, footprint).
+JVM_OPTS = ["-Xms64m", "-Xmx256m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true"]
+
+# The replicated topology's size (LABKIT_KAFKA_BROKERS=3), and its write quorum.
+REPLICATED = 3
+MIN_INSYNC = 2
+# Broker n listens on broker 1's ports + BROKER_PORT_STEP * (n - 1).
+BROKER_PORT_STEP = 100
+FIRST_BROKER_PORTS = {"kafka": 9092, "kafka-controller": 9093, "kafka-proxied": 9094}
+# The proxies of the store's hops to brokers 2 and 3 (broker 1's is the declared hop store-kafka).
+REPLICA_HOP_PORTS = {2: 8486, 3: 8487}
+# The order in which the topics' replicas lead: broker 1 only when both others are out. versitygw
+# takes one bootstrap address (broker 1's hop) and learns of a new leader only from it, so a
+# leader that is never broker 1 keeps the store writing while broker 1 is down.
+PREFERRED_REPLICAS = [2, 3, 1]
+# In a cluster, how long a silent broker keeps its registration (and its place in the
+# in-sync replicas that an acks=all write waits for). One process is both broker and
+# controller, so alone it may be short; across three JVMs on 2 loaded cores, a little longer.
+SESSION_MS = {1: 2000, REPLICATED: 3000}
+# What the cluster was made as: later starts refuse another topology (see Kafka.prepare).
+TOPOLOGY_FILE = "cluster.json"
+
+
+def broker_name(node_id: int) -> str:
+    """``kafka`` for broker 1, ``kafka-2`` and ``kafka-3`` for the others (service names)."""
+    return "kafka" if node_id == 1 else f"kafka-{node_id}"
+
+
+def store_hop(node_id: int) -> str:
+    """The hop from the store to broker ``node_id``: ``store-kafka``, ``store-kafka-2``, ..."""
+    return "store-kafka" if node_id == 1 else f"store-kafka-{node_id}"
+
+
+def broker_ports(node_id: int) -> dict[str, int]:
+    """Listener name -> default port of broker ``node_id`` (``kafka-2-controller`` -> 9193)."""
+    return {name.replace("kafka", broker_name(node_id), 1): port + BROKER_PORT_STEP * (node_id - 1)
+            for name, port in FIRST_BROKER_PORTS.items()}
+
+
+# The services the replicated topology adds to broker 1's.
+REPLICAS: tuple[str, ...] = tuple(broker_name(n) for n in range(2, REPLICATED + 1))
+_REPLICA_LISTENERS = {**{p: n for i in range(2, REPLICATED + 1) for p, n in broker_ports(i).items()},
+                      **{hop_port_name(store_hop(i)): port for i, port in REPLICA_HOP_PORTS.items()}}
+
+
+def broker_ids(config) -> range:
+    """The node ids of the lab's brokers (1, or 1-3)."""
+    return range(1, config.kafka_brokers + 1)
+
+
+def kafka_bootstrap(config) -> str:
+    """``host:port,...`` of every broker of the lab: what its Kafka clients bootstrap from."""
+    return ",".join(f"{config.host}:{config.port(broker_name(n))}" for n in broker_ids(config))
 
 
 class Kafka(Service):
     name = "kafka"
     start_order = 30
     # kafka-proxied is a second client listener, for clients that come through the store-kafka hop.
-    default_ports = {"kafka": 9092, "kafka-controller": 9093, "kafka-proxied": 9094}
+    default_ports = dict(FIRST_BROKER_PORTS)
     pin_key = "kafka"
     runtime_tools = ("java",)
     on_image_path = True
@@ -46,69 +115,157 @@ class Kafka(Service):
     # advertises this proxy on a listener of its own (kafka-proxied).
     hops = (Hop("store-kafka", 8482, upstream="kafka-proxied", description="the store's events to Kafka"),)
     remote = RemoteEndpoint("remote_kafka_bootstrap", "host:port[,host:port...] of the brokers", probe="bootstrap")
-    # Containers use the INTERNAL listener; the controller and the proxied listener stay inside.
-    compose = ComposeEntry(endpoint="kafka:19092", unpublished=("kafka-controller", "kafka-proxied"))
+    # Containers use the INTERNAL listener; the controller, the proxied listener and the
+    # replicated topology (native only) stay inside.
+    compose = ComposeEntry(endpoint="kafka:19092",
+                           unpublished=("kafka-controller", "kafka-proxied", *_REPLICA_LISTENERS))
     hint = "a broker that will not start after a crash may have a damaged log dir; `labkit down --wipe` resets it"
+
+    def __init__(self, ctx, node_id: int = 1):
+        super().__init__(ctx)
+        self.node_id = node_id
+        self.name = broker_name(node_id)
+
+    @classmethod
+    def listeners(cls) -> dict[str, int]:
+        """Broker 1's ports, and those of brokers 2 and 3 and of their store hops, so that every
+        lab's port table (and the test suite's port slots) has room for the replicated topology."""
+        return {**cls.default_ports, **_REPLICA_LISTENERS}
+
+    @classmethod
+    def instances(cls, ctx) -> list[Service]:
+        """The brokers of the lab's topology, and any other broker still running (so that
+        ``labkit down`` stops it after the topology setting changed)."""
+        brokers = [cls(ctx, n) for n in range(1, REPLICATED + 1)]
+        return [b for b in brokers if b.node_id <= ctx.config.kafka_brokers or b.record() is not None]
 
     def install_step(self) -> InstallStep:
         p = pin("kafka")
         return MavenJars("kafka", p["version"], artifacts=(f"{p['maven']}:{p['version']}", p["logging"]))
 
+    # -- facts of this broker ---------------------------------------------------
     @property
-    def properties(self):
+    def ports(self) -> dict[str, int]:
+        return {p: self.config.port(p) for p in broker_ports(self.node_id)}
+
+    def _port(self, listener: str = "") -> int:
+        """This broker's port of ``listener`` ("" for clients, ``controller``, ``proxied``)."""
+        return self.config.port("-".join(filter(None, (self.name, listener))))
+
+    @property
+    def properties(self) -> Path:
         return self.workdir / "server.properties"
+
+    @property
+    def topology_file(self) -> Path:
+        return self.config.data_dir / broker_name(1) / TOPOLOGY_FILE
 
     def _java(self, main: str, *args: str) -> list[str]:
         lib = self.install_step().target(self.config.cache_dir) / "lib"
         return ["java", *JVM_OPTS, f"-Dlog4j.configuration=file:{STACK_DIR / 'kafka' / 'log4j.properties'}",
                 "-cp", f"{lib}/*", main, *args]
 
+    # -- start ----------------------------------------------------------------
     def prepare(self) -> None:
+        brokers = self.config.kafka_brokers
+        self._check_topology()
         log_dir = self.workdir / "logs"
         template = (STACK_DIR / "kafka" / "server.properties").read_text()
+        voters = ",".join(f"{n}@{self.host}:{self.config.port(broker_name(n) + '-controller')}"
+                          for n in broker_ids(self.config))
         atomic_write(self.properties, template.format(
-            host=self.host, port=self.ports["kafka"], controller_port=self.ports["kafka-controller"],
-            proxied_port=self.ports["kafka-proxied"], proxied_advertised=hop_address(self.config, "store-kafka"),
-            log_dir=log_dir))
+            node_id=self.node_id, voters=voters, host=self.host, port=self._port(),
+            controller_port=self._port("controller"), proxied_port=self._port("proxied"),
+            proxied_advertised=hop_address(self.config, store_hop(self.node_id)), log_dir=log_dir,
+            replication=brokers, min_isr=min(MIN_INSYNC, brokers), session_ms=SESSION_MS[brokers]))
+        self._ensure_store_hop()
         if not (log_dir / "meta.properties").exists():
             self._format()
 
+    def _check_topology(self) -> None:
+        """Refuse to start a broker of a topology other than the one the lab's Kafka was made as.
+
+        Raises:
+            LabConfigError: the setting changed on a lab that has data.
+        """
+        made = self._recorded_topology()
+        wanted = self.config.kafka_brokers
+        if made is not None and made != wanted:
+            raise LabConfigError(
+                f"This lab's Kafka was made with {made} broker(s) and LABKIT_KAFKA_BROKERS={wanted} asks for "
+                f"{wanted}. Fix: set LABKIT_KAFKA_BROKERS={made} again, or run `labkit down --wipe` first "
+                "(it deletes the lab's data, stored images included).")
+
+    def _recorded_topology(self) -> int | None:
+        if self.topology_file.exists():
+            return int(json.loads(self.topology_file.read_text())["brokers"])
+        # A lab made before the topology was recorded has one broker's log dir, or nothing.
+        return 1 if (self.config.data_dir / broker_name(1) / "logs" / "meta.properties").exists() else None
+
+    def _cluster_id(self) -> str:
+        """The cluster's id: made by the first broker formatted, shared by the others."""
+        if self.topology_file.exists():
+            return json.loads(self.topology_file.read_text())["cluster_id"]
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        atomic_write(self.topology_file, json.dumps({"brokers": self.config.kafka_brokers, "cluster_id": cluster_id}))
+        return cluster_id
+
     def _format(self) -> None:
         """Format KRaft storage once; later starts reuse it, so data survives ``down``/``up``."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        result = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+        result = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={self._cluster_id()}",
                                            "-c", str(self.properties)), capture_output=True, text=True,
                                 umask=SERVICE_UMASK)
         if result.returncode != 0:
             raise ServiceError(f"Formatting Kafka's storage failed:\n{result.stdout[-1500:]}{result.stderr[-1500:]}")
 
+    def _ensure_store_hop(self) -> None:
+        """Brokers 2 and 3: the store's hop to this broker (Toxiproxy makes store-kafka itself)."""
+        if self.node_id == 1:
+            return
+        client = ToxiproxyClient(f"http://{self.host}:{self.config.port('toxiproxy')}")
+        hop = store_hop(self.node_id)
+        client.ensure_proxy(hop, hop_address(self.config, hop), f"{self.host}:{self._port('proxied')}")
+
     def on_ready(self) -> None:
-        ensure_topics(self.endpoint(), TOPICS)
+        self._ensure_store_hop()  # again: Toxiproxy may have restarted since
+        ensure_topics(kafka_bootstrap(self.config), TOPICS, brokers=self.config.kafka_brokers,
+                      timeout_s=self.config.ready_timeout_s)
 
     def command(self) -> list[str]:
         return self._java("kafka.Kafka", str(self.properties))
 
     def readiness(self) -> Readiness:
-        return AllReady((LogReady(self.log_path, r"Kafka Server started"), PortReady(self.ports["kafka"], self.host)))
+        return AllReady((LogReady(self.log_path, r"Kafka Server started"), PortReady(self._port(), self.host)))
 
     def endpoint(self) -> str:
-        return f"{self.host}:{self.ports['kafka']}"
+        """Broker 1: the bootstrap list of the whole cluster (what clients use); the others: their own."""
+        return kafka_bootstrap(self.config) if self.node_id == 1 else f"{self.host}:{self._port()}"
+
+    def data_paths(self) -> list[Path]:
+        """Broker 1 also takes the other brokers' data, whatever the topology is now."""
+        if self.node_id != 1:
+            return [self.workdir]
+        return [self.workdir, *(self.config.data_dir / name for name in REPLICAS)]
 
 
-def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int = 1) -> None:
-    """Create the topics that do not exist yet (idempotent).
+def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int = 1, brokers: int = 1,
+                  timeout_s: float = 60.0) -> None:
+    """Create the topics that do not exist yet (idempotent): on one broker, or on all of a
+    cluster of ``brokers`` at ``min.insync.replicas`` 2, once every broker has registered.
 
     Raises:
         ServiceError: the broker did not answer, or refused.
     """
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-admin", request_timeout_ms=10000)
-    except KafkaError as e:
-        raise ServiceError(f"Kafka at {bootstrap} did not answer ({e}). Hint: `labkit logs kafka`.") from e
+    admin = _admin(bootstrap)
     try:
         missing = set(topics) - set(admin.list_topics())
+        if missing and brokers > 1:
+            _wait_for_brokers(admin, brokers, timeout_s)
         if missing:
-            admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in sorted(missing)])
+            # The request goes to the controller, which a client that met the cluster before
+            # every broker had registered may not know yet (UnknownBrokerIdError): a fresh one does.
+            Retrying(retry=retry_if_exception_type(UnknownBrokerIdError), stop=stop_after_delay(timeout_s),
+                     wait=wait_fixed(0.5), reraise=True)(_create, bootstrap, sorted(missing), partitions, brokers)
     except TopicAlreadyExistsError:
         pass  # another client created it meanwhile
     except KafkaError as e:
@@ -116,3 +273,45 @@ def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int = 1) 
                            "Hint: `labkit logs kafka`.") from e
     finally:
         admin.close()
+
+
+def _create(bootstrap: str, topics: list[str], partitions: int, brokers: int) -> None:
+    admin = _admin(bootstrap)
+    try:
+        admin.create_topics([_new_topic(t, partitions, brokers) for t in topics])
+    finally:
+        admin.close()
+
+
+def _admin(bootstrap: str) -> KafkaAdminClient:
+    """Raises:
+        ServiceError: no broker answered.
+    """
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-admin", request_timeout_ms=10000)
+    except KafkaError as e:
+        raise ServiceError(f"Kafka at {bootstrap} did not answer ({e}). Hint: `labkit logs kafka`.") from e
+
+
+def _new_topic(topic: str, partitions: int, brokers: int) -> NewTopic:
+    if brokers == 1:
+        return NewTopic(topic, num_partitions=partitions, replication_factor=1)
+    # Brokers 2 and 3 take turns to lead; broker 1 stays last everywhere (PREFERRED_REPLICAS).
+    first, second, last = PREFERRED_REPLICAS
+    assignment = {p: [first, second, last] if p % 2 == 0 else [second, first, last] for p in range(partitions)}
+    return NewTopic(topic, replica_assignments=assignment, topic_configs={"min.insync.replicas": str(MIN_INSYNC)})
+
+
+def _wait_for_brokers(admin: KafkaAdminClient, brokers: int, timeout_s: float) -> None:
+    """Raises:
+        ServiceError: fewer than ``brokers`` brokers registered within ``timeout_s``.
+    """
+    def registered() -> int:
+        return len(admin.describe_cluster().get("brokers", []))
+
+    try:
+        Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.5),
+                 retry=retry_if_result(lambda n: n < brokers))(registered)
+    except RetryError as e:
+        raise ServiceError(f"Only {registered()} of Kafka's {brokers} brokers registered within {timeout_s:.0f} s. "
+                           "Hint: `labkit logs kafka-2`, `labkit logs kafka-3`.") from e

@@ -11,6 +11,7 @@ from labkit.stack.readiness import AllReady, HttpReady, Readiness
 from labkit.stack.services.base import Service
 from labkit.stack.services.catalog import hop_url
 from labkit.stack.services.declarations import ComposeEntry, Hop, RemoteEndpoint
+from labkit.stack.services.kafka import kafka_bootstrap
 from labkit.stack.versions import STACK_DIR, pin
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class NodeRed(Service):
         metrics_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return {
             "LABKIT_NODERED_HOST": host,
-            **pipeline_environment(s, kafka_bootstrap=f"{host}:{port('kafka')}",
+            **pipeline_environment(s, kafka_bootstrap=kafka_bootstrap(self.config),
                                    s3_url=hop_url(self.config, "client-store"),
                                    s3_out_url=f"{'https' if self.tls else 'http'}://{host}:{port('storage-out')}",
                                    faas_url=hop_url(self.config, "nodered-faas"), metrics_file=str(metrics_file)),
