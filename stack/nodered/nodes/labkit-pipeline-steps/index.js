@@ -10,7 +10,8 @@
  * One file per stage: upload, events, invoke, webhook (and the join), record; retry is the
  * retry subflow's decision; trace gives each upload's event its own trace id; keys holds the
  * rules for object keys; shared holds the helpers every stage uses; burnrate is the second alert
- * policy (multiwindow, multi-burn-rate alerts on the error budget). intake is the upload
+ * policy (multiwindow, multi-burn-rate alerts on the error budget); metrics serves the metrics
+ * file's new bytes to a reader elsewhere (GET /pipeline/metrics). intake is the upload
  * endpoint's door: HTTP middleware that settings.js runs before the flow, not a step.
  */
 'use strict';
@@ -26,4 +27,5 @@ module.exports = Object.assign({},
     require('./invoke'),
     require('./webhook'),
     require('./record'),
-    require('./burnrate'));
+    require('./burnrate'),
+    require('./metrics'));
