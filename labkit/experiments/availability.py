@@ -54,7 +54,7 @@ from labkit.errors import LabConfigError
 from labkit.experiments.faults import Fault, FaultInjector
 from labkit.experiments.load import LoadRun, now_ms, start_open_loop
 from labkit.experiments.prober import PATH_SERVICES, Prober
-from labkit.experiments.runs import lab_metadata, service_versions
+from labkit.experiments.runs import lab_metadata
 from labkit.experiments.settle import POLL_INTERVAL_S, settle
 from labkit.experiments.spec import load_spec
 from labkit.pipeline import deploy as pipeline
@@ -64,6 +64,7 @@ from labkit.pipeline.metrics import lab_metrics
 from labkit.stack.config import DEFAULT_PORTS, safe_offsets
 from labkit.stack.lab import Lab
 from labkit.stack.process import port_owner
+from labkit.stack.services.kafka import broker_ids, broker_name
 
 #: A Kafka broker's service name: ``kafka``, ``kafka-2``, ``kafka-3``.
 BROKER = re.compile(r"^kafka(-\d+)?$")
@@ -142,10 +143,28 @@ def quorum_up(health: dict[str, bool], upload_answers: bool) -> bool:
     return upload_answers and others and majority
 
 
+def lab_brokers(lab: Lab) -> list[str]:
+    """The lab's broker services: ``kafka``, and ``kafka-2``, ``kafka-3`` in the replicated topology."""
+    return [broker_name(n) for n in broker_ids(lab.ctx.config)]
+
+
 class QuorumProber(Prober):
-    """The lab's prober, plus the ``pipeline (quorum)`` probe (:func:`quorum_up`)."""
+    """The lab's prober, plus every broker's readiness and the ``pipeline (quorum)`` probe (:func:`quorum_up`).
+
+    A round is stamped when it looks, not when it was scheduled: on a busy machine a round may
+    wait in the pool, and a stamp from before a kill on a probe that saw the broker gone would
+    put the outage before its fault.
+    """
+
+    def _services(self) -> dict[str, bool]:
+        health = super()._services()
+        if hasattr(self.lab.backend, "service"):  # the lab's prober probes broker 1 only
+            health |= {name: bool(self.lab.backend.service(name).readiness().probe())
+                       for name in lab_brokers(self.lab) if name not in health}
+        return health
 
     def _round(self, t_ms: int) -> None:
+        t_ms = round(time.time() * 1000)
         health = self._services()
         answers = self._upload_answers()
         pipeline_ok = answers and all(health.get(s, False) for s in PATH_SERVICES)
@@ -285,7 +304,7 @@ def run_topology(lab: Lab, topology: str, scale: AvailabilityScale, repetition: 
                                prefix=prefix, sizes=[(640, 480)], progress=False)
         rows = []
         try:
-            brokers = brokers_of(list(service_versions(lab)) or ["kafka"])
+            brokers = lab_brokers(lab)
             # The load runs past the schedule (max_duration_s allows for every wait), so these are
             # the schedule's own pauses, not waits for an event.
             time.sleep(scale.warmup_s)
@@ -399,7 +418,7 @@ def run_availability(lab: Lab, scale: str | AvailabilityScale | dict = "ci", out
                                          tick=progress_bar.update))
         env = lab_metadata(lab, started, datetime.now(UTC), seed=seed, labels={"experiment": "availability"},
                            parameters={**asdict(scale), "topologies": list(topologies)},
-                           brokers={t: len(brokers_of(list(service_versions(labs[t])))) for t in topologies})
+                           brokers={t: len(lab_brokers(labs[t])) for t in topologies})
     run = AvailabilityRun(new_run_dir(out_dir, f"availability-{stamp}"), scale, runs, env)
     return save(run)
 
@@ -458,7 +477,8 @@ def per_fault(run: TopologyRun) -> pd.DataFrame:
                      "longest_gap_s": longest_gap_s(done, f.start_ms, recovered),
                      "broker_back_s": round((f.end_ms - f.start_ms) / 1000, 2),
                      "recovery_s": round((f.recovered_ms - f.end_ms) / 1000, 2) if f.recovered else math.nan,
-                     "recovered": bool(f.recovered), "budget_share": down_s / BUDGET_S})
+                     "recovered": bool(f.recovered), "budget_share": down_s / BUDGET_S,
+                     "faults_per_month": faults_per_budget(down_s)})
     return pd.DataFrame(rows)
 
 
@@ -496,7 +516,8 @@ def uptime_verdicts(runs: Sequence[TopologyRun], target: float = UPTIME_TARGET,
 def latency_effect(runs: Sequence[TopologyRun], q: float = 0.99, confidence: float = 0.95) -> pd.DataFrame:
     """Per topology, the ``q`` percentile of end-to-end latency for images sent during a fault (from
     the kill until the pipeline recovered) and for the others, with distribution-free bounds
-    (an image that never finished counts as slower than any)."""
+    (an image that never finished counts as slower than any): ``topology, phase, q, n, estimate,
+    low, high``, in seconds (a bound the sample cannot give is infinite)."""
     rows = []
     for topology in dict.fromkeys(r.topology for r in runs):
         during, outside = [], []
@@ -513,6 +534,73 @@ def latency_effect(runs: Sequence[TopologyRun], q: float = 0.99, confidence: flo
             if not sample:
                 continue
             row = stats.percentiles(sample, [q], confidence).iloc[0]
-            rows.append({"topology": topology, "phase": phase, "n": int(row["n"]), "p": q, "estimate_s": row["estimate"],
-                         "low_s": row["low"], "high_s": row["high"]})
+            rows.append({"topology": topology, "phase": phase, "q": q, "n": int(row["n"]), "estimate": row["estimate"],
+                         "low": row["low"], "high": row["high"]})
     return pd.DataFrame(rows)
+
+
+def faults_per_budget(downtime_s: float, slo: float = UPTIME_TARGET, days: float = 30) -> float:
+    """How many faults that each cost ``downtime_s`` the SLO's error budget over ``days`` absorbs
+    (whole faults; infinite when a fault costs nothing).
+
+    Example:
+        >>> faults_per_budget(2.592)         # 99.9% of 30 days leaves 2592 s
+        1000
+    """
+    budget_s = error_budget(slo, days=days).minutes * 60
+    return math.inf if downtime_s <= 0 else math.floor(budget_s / downtime_s + 1e-9)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def timeline_plot(run: AvailabilityRun, repetition: int = 0):
+    """One panel per topology (its run ``repetition``): images completed per second, the faults shaded
+    from the kill until the broker was healthy again, and the quorum probe's outages drawn in red
+    along the bottom. Seconds count from the load's first upload."""
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in run.runs if r.repetition == repetition]
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(10, 2.6 * len(chosen)), sharex=True, layout="constrained",
+                             squeeze=False)
+    for ax, one in zip(axes[:, 0], chosen):
+        t0 = one.window[0]
+        done = one.results.loc[one.results["status"] == Fate.RESIZED, "t_done"].astype(float)
+        per_s = ((done - t0) // 1000).value_counts().sort_index()
+        seconds = np.arange(0, int(per_s.index.max()) + 2) if len(per_s) else np.arange(2)
+        ax.step(seconds, per_s.reindex(seconds, fill_value=0), where="post", color="tab:blue",
+                label="images completed per second")
+        for f in one.faults.itertuples():
+            ax.axvspan((f.start_ms - t0) / 1000, (f.end_ms - t0) / 1000, color="tab:orange", alpha=0.25)
+            ax.annotate(f"kill -9 {f.target}", ((f.start_ms - t0) / 1000, ax.get_ylim()[1] * 0.92), fontsize=8)
+        for o in uptime.outages(one.probes[one.probes["service"] == QUORUM_PROBE], QUORUM_PROBE).itertuples():
+            ax.hlines(-0.3, (o.start_ms - t0) / 1000, (o.end_ms - t0) / 1000 + 0.5, color="tab:red", linewidth=6)
+        ax.set(ylabel="images/s", title=f"{one.topology} ({TOPOLOGIES[one.topology]} broker(s)): "
+                                        f"{len(one.faults)} kills, {per_fault(one)['downtime_s'].sum():.1f} s down")
+    axes[-1, 0].set_xlabel("seconds since the load started (orange: broker down until healthy; red: pipeline down)")
+    axes[0, 0].legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def downtime_plot(faults: pd.DataFrame):
+    """Two panels, one dot per fault, a bar at each topology's median: downtime by the quorum probe,
+    and the longest gap between completed images."""
+    import matplotlib.pyplot as plt
+
+    topologies = list(dict.fromkeys(faults["topology"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    rng = np.random.default_rng(0)
+    for ax, column, label in ((axes[0], "downtime_s", "downtime per fault (s, quorum probe)"),
+                              (axes[1], "longest_gap_s", "longest gap between completed images (s)")):
+        for i, topology in enumerate(topologies):
+            values = faults.loc[faults["topology"] == topology, column].astype(float)
+            ax.scatter(i + rng.uniform(-0.08, 0.08, len(values)), values, color="black", s=25, zorder=3)
+            if len(values):
+                ax.hlines(values.median(), i - 0.25, i + 0.25, color="tab:red", linewidth=2, zorder=2)
+        ax.set_xticks(range(len(topologies)), [f"{t}\n({TOPOLOGIES[t]} broker(s))" for t in topologies])
+        ax.set(ylabel=label, xlim=(-0.6, len(topologies) - 0.4))
+        ax.set_ylim(bottom=0)
+    n = faults.groupby("topology").size()
+    fig.suptitle("Each broker kill's cost, per topology (dots: faults, " +
+                 ", ".join(f"{t} n={n[t]}" for t in topologies) + "; red: median)")
+    return fig
