@@ -29,6 +29,10 @@ GUARD_WAIT_S = 2.0  # how long to wait for the log guards after a reply
 LOG_DATA_WARNING = "The action did not initialize or run as expected. Log data might be missing."
 STARTUP_TIMEOUT_S = 30.0  # interpreter start; generous because a busy machine is slow
 MEMORY_POLL_S = 0.05
+# How often the watchdog looks for new children: a look scans every process's /proc entry, which
+# took about a fifth of the runner's and workers' CPU at saturation when it ran on every poll
+# (docs/performance.md). The children it knows are measured on every poll.
+CHILD_SCAN_S = 0.5
 
 Failure = Literal["timeout", "memory", "died", "too_big"]
 
@@ -302,12 +306,14 @@ class Worker:
         """Kill the worker when its resident memory (with children) passes the limit."""
         try:
             root = psutil.Process(self.pid)
+            children: list[psutil.Process] = []
+            scanned_at = time.monotonic()  # the first scan after CHILD_SCAN_S: most activations are over
             while True:
-                # Look after the first interval, not at once: most activations are over by
-                # then, and a look (a scan of /proc for children) blocks the event loop.
+                # Look after the first interval, not at once: most activations are over by then.
                 await asyncio.sleep(MEMORY_POLL_S)
-                rss = root.memory_info().rss
-                rss += sum(_rss(child) for child in root.children(recursive=True))
+                if time.monotonic() - scanned_at >= CHILD_SCAN_S:
+                    children, scanned_at = root.children(recursive=True), time.monotonic()
+                rss = root.memory_info().rss + sum(_rss(child) for child in children)
                 if rss > self.memory_limit_bytes:
                     self._oom = True
                     self._signal_group(signal.SIGKILL)

@@ -18,13 +18,19 @@ pytestmark = pytest.mark.stack  # starts real worker processes
 
 LIMIT = 128 * 1024 * 1024
 HOG = "def main(args):\n    hoard = []\n    while True:\n        hoard.append(bytearray(8 * 1024 * 1024))\n"
+# The same hog in a child process: the watchdog counts the worker's children too.
+CHILD_HOG = ("import subprocess, sys\n"
+             "def main(args):\n"
+             "    code = 'hoard = []\\nwhile True:\\n    hoard.append(bytearray(8 * 1024 * 1024))'\n"
+             "    subprocess.run([sys.executable, '-c', code])\n"
+             "    return {}\n")
 
 
-async def _hog(workdir: Path, groups: MemoryGroups | None) -> tuple[str | None, Path | None]:
+async def _hog(workdir: Path, groups: MemoryGroups | None, code: str = HOG) -> tuple[str | None, Path | None]:
     """Run the hog on a fresh worker; the run's failure and the worker's cgroup."""
     worker = await Worker.spawn(workdir, dict(os.environ), LIMIT, groups=groups)
     try:
-        init = await worker.init({"name": "hog", "main": "main", "code": HOG, "binary": False, "env": {}},
+        init = await worker.init({"name": "hog", "main": "main", "code": code, "binary": False, "env": {}},
                                  30, 1 << 20)
         assert init.reply == {"ok": True}
         outcome = await worker.run({"value": {}}, 60, 1 << 20)
@@ -45,4 +51,9 @@ def test_the_cgroup_stops_an_action_past_its_limit(tmp_path: Path, monkeypatch: 
 
 def test_the_watchdog_stops_an_action_past_its_limit_without_a_cgroup(tmp_path: Path) -> None:
     failure, group = asyncio.run(_hog(tmp_path / "worker", None))
+    assert failure == "memory" and group is None
+
+
+def test_the_watchdog_counts_the_children_of_an_action(tmp_path: Path) -> None:
+    failure, group = asyncio.run(_hog(tmp_path / "worker", None, CHILD_HOG))
     assert failure == "memory" and group is None
