@@ -55,6 +55,10 @@ class FaultInjector:
         self.file.add({**asdict(fault), "repair": kind.repair_note})
         try:
             kind.inject(self.lab, fault)
+        except LabConfigError:
+            # refused before anything was done (a remote lab's process fault, a fault tool it lacks)
+            self.file.remove(fault.kind, fault.target)
+            raise
         except BaseException:
             self._undo_quietly(fault)
             raise

@@ -146,15 +146,20 @@ class RemoteBackend(Backend):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with locked(path.with_name(path.name + ".lock")):
             held = path.stat().st_size if path.exists() else 0
-            chunk, size = self._metrics_from(url, held)
-            if size < held:  # the remote file was wiped or replaced
-                chunk, _ = self._metrics_from(url, 0)
-                atomic_write(path, chunk)
-                return
-            if chunk:
+            while True:  # an answer carries at most a few MB: ask on until the copy is whole
+                chunk, size = self._metrics_from(url, held)
+                if size < held:  # the remote file was wiped or replaced: start over
+                    atomic_write(path, b"")
+                    held = 0
+                    continue
+                if not chunk:
+                    return
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 with os.fdopen(fd, "ab") as f:
                     f.write(chunk)
+                held += len(chunk)
+                if held >= size:
+                    return
 
     def _metrics_from(self, url: str, offset: int) -> tuple[bytes, int]:
         s = self.ctx.secrets
