@@ -6,6 +6,8 @@ from __future__ import annotations
 import click
 
 from labkit.errors import LabError
+
+
 @click.group(help="The course's graded exercises: the student release, the autograder, and grading.")
 def course() -> None:
     pass

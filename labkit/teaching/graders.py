@@ -179,8 +179,8 @@ def _record(duration: int, **notes: int) -> dict:
 def made_up_record_cases() -> list[RecordCase]:
     """The corners of reading an activation record."""
     cases = [
-        (_record(900, waitTime=400, initTime=600), "`duration` already includes `initTime`: the run is "
-         "duration - initTime (here 300 ms), and the time in the platform is waitTime + duration."),
+        (_record(900, waitTime=400, initTime=600), ("`duration` already includes `initTime`: the run is "
+         "duration - initTime (here 300 ms), and the time in the platform is waitTime + duration.")),
         (_record(120, waitTime=15), "A warm call has no `initTime` annotation: it is not cold, and its init time is 0."),
         ({**_record(500, initTime=200, waitTime=50), "annotations": [{"key": "initTime", "value": 200},
                                                                        {"key": "waitTime", "value": 50}]},
