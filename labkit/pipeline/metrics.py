@@ -46,13 +46,14 @@ def metrics_path(lab: Lab) -> Path:
     """The metrics file Node-RED appends to (``LABKIT_METRICS_FILE`` of the nodered service).
 
     A remote lab's Node-RED writes it on its own machine: the path is then the lab's mirror of
-    it, which :func:`read_lines` (and so every reader here) brings up to date before it reads
-    (``Backend.pull_metrics``: the flow's ``GET /pipeline/metrics``).
+    it, brought up to date here and before each read by :func:`read_lines` (and so by every
+    reader here): ``Backend.pull_metrics``, the flow's ``GET /pipeline/metrics``.
     """
     path = lab.ctx.config.data_dir / METRICS_FILE
     backend = getattr(lab, "backend", None)
     if backend is not None and type(backend).pull_metrics is not Backend.pull_metrics:
         _PULLERS[path] = backend.pull_metrics
+        backend.pull_metrics(path)  # for a reader that looks at the file itself (its size, its mtime)
     return path
 
 
