@@ -8,9 +8,11 @@ BIN := $(VENV)/bin
 
 # Debian packages: WeasyPrint's text libraries (PDF reports), for the lab; Chromium
 # for the tests only (they open the HTML report, the widget panel and the UIs in a
-# real browser), so `make test` installs it and `make lab` does not.
+# real browser), so `make test` installs it and `make lab` does not; Docker's engine and
+# debootstrap for the compose stack test (tests/test_compose_stack.py: a private dockerd,
+# images built on a Debian base made with debootstrap).
 DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0
-TEST_DEBS := chromium
+TEST_DEBS := chromium docker.io debootstrap
 
 $(BIN)/labkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

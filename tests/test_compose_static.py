@@ -1,11 +1,12 @@
-"""The compose backend, checked without a Docker engine.
+"""The compose backend, checked without a Docker engine (tests/test_compose_stack.py runs it).
 
 ``stack/compose.yaml`` must describe the same lab as the native backend: the
 same service names, ports, start order and pinned versions, every hop of the
 pipeline through its Toxiproxy proxy (``stack/toxiproxy/compose-proxies.json``),
 every variable the Node-RED flow reads, loopback-only ports and no secret in the
-file. ``ComposeBackend`` is driven against a fake ``docker`` on PATH that records
-every call.
+file; its images are labkit's, built from ``stack/images``, and the optional
+profiles (openwhisk, kafka-ui) keep their upstream pins. ``ComposeBackend`` is
+driven against a fake ``docker`` on PATH that records every call.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from labkit.stack.backends.compose import (
     COMPOSE_FILE,
     FIX,
     KAFKA_UI_PORT,
+    OPENWHISK_PORT,
     METRICS_DIR_VAR,
     METRICS_MOUNT,
     NETWORK,
@@ -45,6 +47,7 @@ from labkit.stack.backends.compose import (
 from labkit.stack.backends.native import NativeBackend
 from labkit.stack.config import DEFAULT_PORTS, LabConfig
 from labkit.stack.context import LabContext
+from labkit.stack.docker import IMAGES_DIR, image_specs
 from labkit.stack.hops import HOP_NAMES, HOPS
 from labkit.stack.services import SERVICE_NAMES, SERVICE_TYPES
 from labkit.stack.services.nodered import MAX_BODY_BYTES, METRICS_FILE, NodeRed
@@ -54,14 +57,20 @@ from labkit.stack.versions import STACK_DIR, pins
 COMPOSE_TEXT = COMPOSE_FILE.read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, dict] = COMPOSE["services"]
-DOCKERFILE = STACK_DIR / "nodered" / "Dockerfile"
+DOCKERFILE = IMAGES_DIR / "nodered" / "Dockerfile"
 ENV_EXAMPLE = STACK_DIR / "compose.env.example"
 FLOWS_FILE = STACK_DIR / "nodered" / "flows.json"
 OPENWHISK_CONF = STACK_DIR / "openwhisk" / "openwhisk.conf"
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 VAR_RE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}")
-EXTRA_SERVICES = {"kafka-ui"}
+# The optional profiles' services, from Docker Hub: service -> (profile, host port's name, port)
+PROFILE_SERVICES = {"kafka-ui": ("kafka-ui", "kafka-ui", KAFKA_UI_PORT),
+                    "openwhisk": ("openwhisk", "openwhisk", OPENWHISK_PORT)}
+EXTRA_SERVICES = set(PROFILE_SERVICES)
+# compose service -> the image labkit builds for it (stack/images/<name>)
+LABKIT_IMAGES = {"mail": "mailpit", "toxiproxy": "toxiproxy", "kafka": "kafka", "faas": "faas",
+                 "nodered": "nodered", "storage": "versitygw", "storage-out": "versitygw"}
 SERVICE_TYPE = {t.name: t for t in SERVICE_TYPES}
 
 
@@ -104,8 +113,9 @@ REQUIRED_VARS = sorted({m["name"] for m in VARIABLES if m["op"] in (":?", "?")})
 
 def expected_host_ports(service: str) -> dict[str, int]:
     """The host ports a service publishes, by port name: LabConfig's defaults."""
-    if service == "kafka-ui":
-        return {"kafka-ui": KAFKA_UI_PORT}
+    if service in PROFILE_SERVICES:
+        _, name, port = PROFILE_SERVICES[service]
+        return {name: port}
     config = LabConfig()
     return {p: config.port(p) for p in SERVICE_TYPE[service].published_ports()}
 
@@ -176,8 +186,10 @@ def flow_variables() -> set[str]:
 
 
 # -- the compose file --------------------------------------------------------
-def test_services_are_the_native_ones_plus_kafka_ui():
+def test_services_are_the_native_ones_plus_the_optional_profiles():
     assert set(SERVICES) == set(SERVICE_NAMES) | EXTRA_SERVICES
+    for name, service in SERVICES.items():
+        assert service.get("profiles", []) == ([PROFILE_SERVICES[name][0]] if name in PROFILE_SERVICES else []), name
 
 
 def test_published_ports_bind_loopback_and_equal_the_config_defaults():
@@ -189,7 +201,9 @@ def test_published_ports_bind_loopback_and_equal_the_config_defaults():
         assert all(len(p) == 3 and p[0] == "127.0.0.1" for p in published), f"{name} publishes beyond 127.0.0.1"
         assert sorted(int(p[1]) for p in published) == sorted(expected_host_ports(name).values()), name
         # Containers listen on the default ports; only the host side moves with the offset.
-        assert all(p[1] == p[2] for p in published), f"{name}: container port != default host port"
+        # (OpenWhisk's controller listens on 3233, beside the runner's 3233 on the host.)
+        if name != "openwhisk":
+            assert all(p[1] == p[2] for p in published), f"{name}: container port != default host port"
 
 
 def test_each_host_port_is_the_variable_labkit_writes():
@@ -254,7 +268,7 @@ def test_toxiproxy_loads_the_config_file_and_publishes_every_hop():
     assert "-host=0.0.0.0" in toxiproxy["command"]
     assert container_listeners("toxiproxy") == {DEFAULT_PORTS[p] for p in ("toxiproxy", *(h.listen for h in HOPS))}
     # Healthy only once the proxies exist: the file's proxies are made in order, the last one last.
-    assert toxiproxy["healthcheck"]["test"] == ["CMD", "/toxiproxy-cli", "inspect", HOP_NAMES[-1]]
+    assert toxiproxy["healthcheck"]["test"] == ["CMD", "http-ok", "8474", f"/proxies/{HOP_NAMES[-1]}"]
 
 
 def test_hop_urls_are_the_proxies_inside_the_network(tmp_path):
@@ -323,33 +337,66 @@ def test_nodered_writes_metrics_where_labkit_reads_them(tmp_path):
     assert host_dir / METRICS_FILE.name == metrics_path(SimpleNamespace(ctx=backend.ctx)).absolute()
 
 
-@pytest.mark.parametrize("service", sorted(set(SERVICES) - {"nodered"}))
-def test_image_tags_are_the_pins(service):
-    entry = pins()[PIN_KEYS.get(service, service.replace("-", "_"))]
+@pytest.mark.parametrize("service", sorted(LABKIT_IMAGES))
+def test_the_lab_runs_labkits_images_tagged_with_the_pins(service):
+    spec = {s.name: s for s in image_specs()}[LABKIT_IMAGES[service]]
+    assert SERVICES[service]["image"] == spec.tag
+    assert SERVICES[service]["pull_policy"] == "never" and "build" not in SERVICES[service]
+    repository, _, tag = spec.tag.rpartition(":")
+    assert repository == f"{pins()['compose_images']['prefix']}/{spec.name}"
+    key = PIN_KEYS.get(service)
+    if key:
+        assert tag == pins()[key]["version"]
+    else:  # labkit's own runner
+        from labkit import __version__
+
+        assert service == "faas" and tag == __version__
+
+
+@pytest.mark.parametrize("service", sorted(PROFILE_SERVICES))
+def test_profile_images_are_their_upstream_pins(service):
+    entry = pins()[service.replace("-", "_")]
     repository, _, tag = SERVICES[service]["image"].rpartition(":")
     assert repository == entry["image"]
-    # Registries differ on the leading "v" (Toxiproxy drops it); the release is the same.
     assert tag.removeprefix("v") == entry["version"].removeprefix("v")
 
 
-def test_nodered_is_built_from_the_pinned_image():
-    version = pins()["nodered"]["version"]
-    text = DOCKERFILE.read_text()
-    assert re.findall(r"^FROM\s+(\S+)", text, re.M) == [f"{pins()['nodered']['image']}:{version}-20"]
+@pytest.mark.parametrize("spec", image_specs(), ids=lambda s: s.name)
+def test_each_image_is_its_base_one_copy_and_at_most_one_run(spec):
+    """vfs stores every layer as a whole copy: a lean image has few."""
+    text = (IMAGES_DIR / spec.name / "Dockerfile").read_text()
+    instructions = re.findall(r"^([A-Z]+)\s+(.*)$", text, re.M)
+    assert [arg for op, arg in instructions if op == "FROM"] == [pins()["compose_images"]["base"]]
+    assert [arg for op, arg in instructions if op == "COPY"] == ["rootfs/ /"]
+    assert len([op for op, _ in instructions if op in ("RUN", "ADD")]) <= 1
+    assert {d.name for d in IMAGES_DIR.iterdir() if d.is_dir()} == {s.name for s in image_specs()}
+
+
+def test_the_remote_nodered_image_is_built_from_the_pinned_image():
+    """stack/nodered/Dockerfile: Node-RED for a deployment of one's own (docs/scaling.md), not compose's."""
+    text = (STACK_DIR / "nodered" / "Dockerfile").read_text()
+    assert re.findall(r"^FROM\s+(\S+)", text, re.M) == [f"{pins()['nodered']['image']}:{pins()['nodered']['version']}-20"]
     for source in ("package.json package-lock.json", "nodes", "settings.js"):
         assert re.search(rf"^COPY\b.*\b{re.escape(source)}\s", text, re.M), f"Dockerfile does not copy {source}"
     assert re.search(r"^RUN npm ci --omit=dev\b", text, re.M)
-    assert SERVICES["nodered"]["build"]["context"] == "./nodered"
-    assert SERVICES["nodered"]["image"].endswith(f":{version}")
 
 
-def test_faas_is_openwhisk_standalone_with_the_docker_socket():
-    faas = SERVICES["faas"]
-    assert faas["image"].startswith("openwhisk/standalone:")
-    assert "/var/run/docker.sock:/var/run/docker.sock" in faas["volumes"]
-    assert any(v.startswith("./openwhisk/openwhisk.conf:") for v in faas["volumes"])
+def test_openwhisk_profile_is_standalone_with_the_docker_socket():
+    ow = SERVICES["openwhisk"]
+    assert ow["image"].startswith("openwhisk/standalone:")
+    assert "/var/run/docker.sock:/var/run/docker.sock" in ow["volumes"]
+    assert any(v.startswith("./openwhisk/openwhisk.conf:") for v in ow["volumes"])
     assert (STACK_DIR / "openwhisk" / "openwhisk.conf").is_file()
+    assert [with_defaults(p).split(":")[2] for p in ow["ports"]] == ["3233"]
+
+
+def test_faas_is_labkits_runner_with_its_key_from_the_environment():
+    faas = SERVICES["faas"]
+    assert faas["command"][:4] == ["--host", "0.0.0.0", "--port", "3233"]
+    assert required_ref(faas["environment"]["LABKIT_FAAS_AUTH"]) == "LABKIT_FAAS_AUTH"
+    assert not any("AUTH" in str(arg) for arg in faas["command"])
     assert [with_defaults(p).split(":")[2] for p in faas["ports"]] == ["3233"]
+    assert "labkit.faas" in (IMAGES_DIR / "faas" / "Dockerfile").read_text()
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -537,11 +584,14 @@ def test_no_variable_of_the_env_file_leaks_in_from_the_callers_environment(tmp_p
 
 def test_up_drives_compose_with_the_env_file_and_no_secret_in_any_argv(tmp_path, fake_docker, monkeypatch):
     monkeypatch.setenv("LABKIT_NODERED_PASSWORD", "from-the-shell")  # compose would let it win
+    built = []
+    monkeypatch.setattr("labkit.stack.backends.compose.ensure_images", lambda ctx, reporter: built.append(ctx))
     backend = backend_at(tmp_path)
     rows = backend.up()
     base = ["compose", "-f", str(COMPOSE_FILE), "-p", "labkit", "--env-file", str(backend.env_file)]
     ups = [argv for argv in compose_calls(fake_docker) if "up" in argv]
-    assert ups and ups[0][:len(base)] == base and {"--detach", "--wait", "--build"} <= set(ups[0])
+    assert ups and ups[0][:len(base)] == base and {"--detach", "--wait"} <= set(ups[0])
+    assert built == [backend.ctx]  # the images, before compose runs (labkit.stack.docker.ensure_images)
     everything = json.dumps(calls(fake_docker))
     assert not [v for v in secret_values(backend) if v in everything]
     assert {c["password"] for c in calls(fake_docker) if "--env-file" in c["argv"]} == {None}
@@ -549,7 +599,8 @@ def test_up_drives_compose_with_the_env_file_and_no_secret_in_any_argv(tmp_path,
     assert backend.metrics_dir.is_dir()  # made by labkit, so not root's
 
 
-def test_up_with_wipe_removes_the_volumes_first(tmp_path, fake_docker):
+def test_up_with_wipe_removes_the_volumes_first(tmp_path, fake_docker, monkeypatch):
+    monkeypatch.setattr("labkit.stack.backends.compose.ensure_images", lambda ctx, reporter: [])
     backend_at(tmp_path).up(wipe=True)
     verbs = [argv[7] for argv in compose_calls(fake_docker)]
     assert verbs[:2] == ["down", "up"]
@@ -564,7 +615,9 @@ def test_status_maps_compose_ps_rows(tmp_path, fake_docker):
     assert rows["nodered"].state == "paused"
     assert rows["mail"].state == rows["faas"].state == "down"
     assert rows["mail"].ports == {"mail-smtp": 1025, "mail-http": 8025}
-    assert rows["faas"].version == pins()["openwhisk"]["version"]
+    from labkit import __version__
+
+    assert rows["faas"].version == f"labkit-{__version__}"  # labkit's runner, not a pin
 
 
 @pytest.mark.parametrize(("verb", "compose_verb"), [
@@ -607,12 +660,19 @@ def test_port_offset_moves_every_published_port(tmp_path):
     ctx = LabContext.from_env(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", port_offset=100)
     env = ComposeBackend(ctx).compose_env()
     assert env[port_var("storage")] == "7170" and env[port_var("kafka-ui")] == "8180"
+    assert env[port_var("openwhisk")] == "3334"
     assert os.path.basename(str(ComposeBackend(ctx).env_file)) == "compose.env"
 
 
 def test_kafka_is_healthy_only_once_the_pipeline_topics_exist():
     from labkit.stack.services.kafka import TOPICS
 
+    # kafka-start creates LABKIT_KAFKA_TOPICS once the broker answers, then marks it; the check
+    # wants the mark and the port.
+    assert SERVICES["kafka"]["environment"]["LABKIT_KAFKA_TOPICS"].split() == list(TOPICS)
     check = " ".join(SERVICES["kafka"]["healthcheck"]["test"])
-    assert "--create --if-not-exists" in check
-    assert all(topic in check for topic in TOPICS)
+    start = (IMAGES_DIR / "kafka" / "kafka-start").read_text()
+    marker = re.search(r"ready=(\S+)", start)[1]
+    assert f"test -e {marker}" in check and "/dev/tcp/127.0.0.1/19092" in check
+    assert re.search(r'CreateTopics localhost:19092 \$\{LABKIT_KAFKA_TOPICS', start)
+    assert start.index('rm -f "$ready"') < start.index('touch "$ready"')

@@ -1,5 +1,9 @@
 """The docker compose backend: the same services as containers, from ``stack/compose.yaml``.
 
+The containers run images labkit builds from ``stack/images`` out of the native backend's
+install cache (:func:`labkit.stack.docker.ensure_images`, at each ``up``: a no-op while
+nothing changed), so both backends run the same code; FaaS is labkit's runner here too.
+
 Every command is ``docker compose -f stack/compose.yaml -p labkit --env-file
 DATA_DIR/compose.env ...``. The env file (mode 0600) carries the lab's secrets,
 host ports and the host directory Node-RED writes its metrics to; secrets never
@@ -23,12 +27,14 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from labkit import __version__
 from labkit.core.files import atomic_write
 from labkit.core.progress import QUIET, Reporter
 from labkit.errors import LabConfigError, ServiceError
 from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.stack.config import DEFAULT_PORTS
 from labkit.stack.context import LabContext
+from labkit.stack.docker import ensure_images
 from labkit.stack.hops import HOPS, hop
 from labkit.stack.services import SERVICE_TYPES, Service
 from labkit.stack.services.catalog import port_owner, service_type
@@ -39,15 +45,16 @@ COMPOSE_FILE = STACK_DIR / "compose.yaml"
 PROJECT = "labkit"
 ENV_FILE_NAME = "compose.env"
 NETWORK = "labkit-lab"  # fixed in compose.yaml; OpenWhisk puts its action containers on it
-KAFKA_UI_PORT = 8080
+KAFKA_UI_PORT = 8080  # --profile kafka-ui
+OPENWHISK_PORT = 3234  # --profile openwhisk: real OpenWhisk standalone, beside the runner
 # Listeners that stay inside their container, or the network (each service's ComposeEntry).
 UNPUBLISHED_PORTS = frozenset(p for t in SERVICE_TYPES for p in t.compose.unpublished)
 # The docker CLI inside openwhisk/standalone is 18.06, which speaks Docker API 1.38.
 OPENWHISK_DOCKER_API = "1.38"
-MIN_WAIT_S = 300  # the first `up` pulls images and OpenWhisk's runtimes
+MIN_WAIT_S = 300  # with --profile openwhisk, the first `up` pulls OpenWhisk's runtimes
 FIX = "install Docker Engine with the compose plugin, or use LABKIT_BACKEND=native"
 
-# service -> its image's entry in stack/versions.toml (faas is real OpenWhisk here, not labkit's runner)
+# service -> its image's entry in stack/versions.toml (None: labkit's own, the FaaS runner)
 PIN_KEYS: dict[str, str | None] = {t.name: t.compose_pin() for t in SERVICE_TYPES}
 
 # Where containers (Node-RED flows, OpenWhisk actions) reach each service inside the network.
@@ -128,8 +135,10 @@ class ComposeBackend(Backend):
         self._require_engine()
         if wipe:
             self.down(wipe=True)
-        with self.reporter.session(), self.reporter.step("docker compose up (build, pull, wait until healthy)"):
-            self._start_or_stop_again()
+        with self.reporter.session():
+            ensure_images(self.ctx, self.reporter)
+            with self.reporter.step("docker compose up (wait until healthy)"):
+                self._start_or_stop_again()
         return self.status()
 
     def down(self, wipe: bool = False) -> None:
@@ -196,10 +205,11 @@ class ComposeBackend(Backend):
 
     # -- the env file --------------------------------------------------------
     def compose_env(self) -> dict[str, str]:
-        """Every variable compose.yaml reads: the secrets, the host ports, then the metrics directory."""
+        """Every variable compose.yaml reads: the secrets, the host ports, the metrics directory,
+        then the user (and group) Node-RED and the runner run as: labkit's own."""
         plain = self.ctx.secrets.as_plain_dict()
         return {**{var: plain[field] for var, field in SECRET_FIELDS.items()}, **self._port_env(),
-                METRICS_DIR_VAR: str(self.metrics_dir)}
+                METRICS_DIR_VAR: str(self.metrics_dir), "LABKIT_UID": str(os.getuid()), "LABKIT_GID": str(os.getgid())}
 
     @property
     def metrics_dir(self) -> Path:
@@ -210,7 +220,8 @@ class ComposeBackend(Backend):
     def _port_env(self) -> dict[str, str]:
         config = self.ctx.config
         ports = {port_var(name): str(config.port(name)) for name in DEFAULT_PORTS if name not in UNPUBLISHED_PORTS}
-        return {**ports, port_var("kafka-ui"): str(KAFKA_UI_PORT + config.port_offset)}
+        return {**ports, port_var("kafka-ui"): str(KAFKA_UI_PORT + config.port_offset),
+                port_var("openwhisk"): str(OPENWHISK_PORT + config.port_offset)}
 
     def write_env_file(self) -> Path:
         """Write ``compose.env`` atomically, readable by its owner only (0600)."""
@@ -222,7 +233,7 @@ class ComposeBackend(Backend):
     def _start_or_stop_again(self) -> None:
         """``up --wait``; when a service fails, stop the stack (keeping containers and logs) and re-raise."""
         try:
-            self._compose("up", "--detach", "--build", "--remove-orphans", "--wait", *self._wait_timeout())
+            self._compose("up", "--detach", "--remove-orphans", "--wait", *self._wait_timeout())
         except ServiceError as e:
             try:
                 self._compose("stop")
@@ -309,8 +320,9 @@ class ComposeBackend(Backend):
     def _status(self, service: type[Service], row: dict | None) -> ServiceStatus:
         state, healthy = _state(row)
         ports = {p: self.ctx.config.port(p) for p in service.published_ports()}
-        return ServiceStatus(service.name, state, healthy, None, ports, pin(PIN_KEYS[service.name])["version"],
-                             service(self.ctx).endpoint())
+        key = PIN_KEYS[service.name]
+        version = pin(key)["version"] if key else f"labkit-{__version__}"
+        return ServiceStatus(service.name, state, healthy, None, ports, version, service(self.ctx).endpoint())
 
 
 def _docker(*args: str) -> subprocess.CompletedProcess:

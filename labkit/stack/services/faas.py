@@ -14,12 +14,12 @@ class Faas(Service):
     name = "faas"
     start_order = 40
     default_ports = {"faas": 3233}
-    pin_key = None  # labkit's own runner natively; real OpenWhisk in compose
+    pin_key = None  # labkit's own runner, in both backends (compose's openwhisk profile adds real OpenWhisk)
     on_image_path = True
     serves_tls = True  # every API call carries the lab's FaaS key
     hops = (Hop("nodered-faas", 8483, upstream="faas", description="Node-RED's invocations of the action", tls=True),)
     remote = RemoteEndpoint("remote_faas_url", "an OpenWhisk API host")
-    compose = ComposeEntry(pin="openwhisk")
+    compose = ComposeEntry()
 
     @property
     def version(self) -> str:
