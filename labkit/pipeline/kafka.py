@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import pandas as pd
@@ -25,6 +25,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 
 from labkit.errors import ServiceError
 from labkit.stack.services.storage import TOPIC
+
+DLQ_TOPIC = f"{TOPIC}-dlq"
 
 REQUEST_TIMEOUT_MS = 3000
 
@@ -101,6 +103,34 @@ def committed_past(bootstrap: str, group: str, partition: int, offset: int, topi
         if e.retriable:
             return False
         raise ServiceError(f"Kafka refused the offsets of group {group}: {e}. Hint: `labkit logs kafka`.") from e
+
+
+def replicas(bootstrap: str, topics: Sequence[str] = (TOPIC, DLQ_TOPIC)) -> pd.DataFrame:
+    """Per partition of ``topics``: its leader, its replicas and those in sync (the ISR).
+
+    In the replicated topology a partition is ``under_replicated`` while a broker that holds it
+    is not in sync, e.g. from its crash until it has caught up again after its restart.
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-replicas",
+                             request_timeout_ms=REQUEST_TIMEOUT_MS)
+    try:
+        described = admin.describe_topics(list(topics))
+    finally:
+        admin.close()
+    rows = [{"topic": t["name"], "partition": p["partition_index"], "leader": p["leader_id"],
+             "replicas": list(p["replica_nodes"]), "isr": list(p["isr_nodes"]),
+             "under_replicated": len(p["isr_nodes"]) < len(p["replica_nodes"])}
+            for t in described for p in t["partitions"]]
+    return pd.DataFrame(rows, columns=["topic", "partition", "leader", "replicas", "isr", "under_replicated"])
+
+
+def fully_replicated(bootstrap: str, topics: Sequence[str] = (TOPIC, DLQ_TOPIC)) -> bool:
+    """Whether every replica of every partition of ``topics`` is in sync; False while Kafka cannot say."""
+    try:
+        table = replicas(bootstrap, topics)
+    except KafkaError:
+        return False
+    return bool(len(table)) and not table["under_replicated"].any()
 
 
 def tail(bootstrap: str, topic: str = TOPIC, last: int | None = None, since_ms: float | None = None,

@@ -15,7 +15,10 @@ fault on ``store-kafka`` applies to all three (:mod:`labkit.experiments.faults.n
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import json
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -160,10 +163,15 @@ class Kafka(Service):
     def topology_file(self) -> Path:
         return self.config.data_dir / broker_name(1) / TOPOLOGY_FILE
 
-    def _java(self, main: str, *args: str) -> list[str]:
+    def _java(self, main: str, *args: str, extra: tuple[str, ...] = ()) -> list[str]:
         lib = self.install_step().target(self.config.cache_dir) / "lib"
-        return ["java", *JVM_OPTS, f"-Dlog4j.configuration=file:{STACK_DIR / 'kafka' / 'log4j.properties'}",
+        return ["java", *JVM_OPTS, *extra, f"-Dlog4j.configuration=file:{STACK_DIR / 'kafka' / 'log4j.properties'}",
                 "-cp", f"{lib}/*", main, *args]
+
+    @property
+    def class_archive(self) -> Path:
+        """The brokers' class-data-sharing archive, in the cache: one per Kafka build and JDK."""
+        return self.install_step().target(self.config.cache_dir) / "cds" / f"broker-{_jdk_key()}.jsa"
 
     # -- start ----------------------------------------------------------------
     def prepare(self) -> None:
@@ -230,9 +238,38 @@ class Kafka(Service):
         self._ensure_store_hop()  # again: Toxiproxy may have restarted since
         ensure_topics(kafka_bootstrap(self.config), TOPICS, brokers=self.config.kafka_brokers,
                       timeout_s=self.config.ready_timeout_s)
+        self._dump_class_archive()
 
     def command(self) -> list[str]:
-        return self._java("kafka.Kafka", str(self.properties))
+        """The broker. Its classes come from the archive when there is one (AppCDS): loading and
+        verifying them is most of a start's CPU, so a broker restarted after a crash on the loaded
+        2-core machine serves again in about a third of the time (docs/reliability.md). Without
+        one, the broker records what it loads, and :meth:`on_ready` writes the archive."""
+        archive = self.class_archive
+        extra = (f"-XX:SharedArchiveFile={archive}",) if archive.exists() else ("-XX:+RecordDynamicDumpInfo",)
+        return self._java("kafka.Kafka", str(self.properties), extra=extra)
+
+    def _dump_class_archive(self) -> None:
+        """Write the archive from this running broker once (``jcmd VM.cds dynamic_dump``, JDK 17+),
+        under a name of its own, then move it into place: labs that dump at once never share a
+        half-written file. Best effort: without ``jcmd`` or when the dump fails, brokers start as before."""
+        record = self.record()
+        archive = self.class_archive
+        if archive.exists() or record is None or not shutil.which("jcmd"):
+            return
+        if "-XX:+RecordDynamicDumpInfo" not in record.cmd:
+            return
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        partial = archive.with_name(f".{archive.name}.{uuid.uuid4().hex[:8]}")
+        try:
+            done = subprocess.run(["jcmd", str(record.pid), "VM.cds", "dynamic_dump", str(partial)],
+                                  capture_output=True, text=True, timeout=120)
+            if done.returncode == 0 and partial.exists() and partial.stat().st_size > 0:
+                partial.replace(archive)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        finally:
+            partial.unlink(missing_ok=True)
 
     def readiness(self) -> Readiness:
         return AllReady((LogReady(self.log_path, r"Kafka Server started"), PortReady(self._port(), self.host)))
@@ -246,6 +283,14 @@ class Kafka(Service):
         if self.node_id != 1:
             return [self.workdir]
         return [self.workdir, *(self.config.data_dir / name for name in REPLICAS)]
+
+
+@functools.cache
+def _jdk_key() -> str:
+    """Names the JDK that runs the brokers (an archive is only valid for the JDK that wrote it)."""
+    java = Path(shutil.which("java") or "java").resolve()
+    stamp = f"{java}:{java.stat().st_mtime_ns if java.exists() else 0}"
+    return hashlib.sha256(stamp.encode()).hexdigest()[:12]
 
 
 def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int = 1, brokers: int = 1,

@@ -38,7 +38,7 @@
 
 module.exports = function (RED) {
     const { Kafka, logLevel, Partitioners } = require('kafkajs');
-    const { CONSUMER_RETRY, Outage, describeReturn } = require('./outage');
+    const { CONSUMER_RETRY, METADATA_MAX_AGE_MS, Outage, describeReturn } = require('./outage');
 
     const CLOSE_TIMEOUT_MS = 10000;
 
@@ -398,6 +398,8 @@ module.exports = function (RED) {
                     heartbeatInterval: 3000,
                     // long-poll at most 1 s: keeps close/redeploy (which waits for the fetch) fast
                     maxWaitTimeInMs: 1000,
+                    // a replicated Kafka's new leader is found within seconds of a broker's death
+                    metadataMaxAge: METADATA_MAX_AGE_MS,
                     allowAutoTopicCreation: true,
                     retry: Object.assign({}, CONSUMER_RETRY)
                 });
@@ -520,6 +522,7 @@ module.exports = function (RED) {
                     node.status({ fill: 'yellow', shape: 'ring', text: 'retrying: ' + String(text).slice(0, 60) });
                 }
             }).producer({
+                metadataMaxAge: METADATA_MAX_AGE_MS,
                 allowAutoTopicCreation: true,
                 createPartitioner: Partitioners.DefaultPartitioner,
                 retry: { initialRetryTime: 300, maxRetryTime: 10000, retries: 5 }

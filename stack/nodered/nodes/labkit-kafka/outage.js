@@ -17,6 +17,15 @@
 
 const CONSUMER_RETRY = Object.freeze({ initialRetryTime: 250, maxRetryTime: 1000, multiplier: 2, retries: 40 });
 
+/*
+ * METADATA_MAX_AGE_MS: how old kafkajs lets its view of the cluster (which broker leads which
+ * partition) grow before it asks again; its default is 5 minutes. With a replicated Kafka, a dead
+ * leader's partitions move to another broker, but kafkajs does not ask again on a connection
+ * error: it kept fetching from the dead broker until CONSUMER_RETRY ran out (about 80 s), then
+ * restarted the consumer. Asked every 3 s, it finds the new leader within seconds of the election.
+ */
+const METADATA_MAX_AGE_MS = 3000;
+
 const CONNECTION_LOST = /Connection (error|timeout)|Connection closed|closed connection|ECONNREFUSED|ECONNRESET|Not connected|KafkaJSConnection/i;
 
 /** True when a kafkajs error line says the broker connection is gone. */
@@ -62,4 +71,4 @@ function describeReturn(ended, topic, groupId) {
         ' s; joined group ' + groupId + ' again';
 }
 
-module.exports = { CONSUMER_RETRY, isConnectionLoss, Outage, describeReturn };
+module.exports = { CONSUMER_RETRY, METADATA_MAX_AGE_MS, isConnectionLoss, Outage, describeReturn };
