@@ -151,9 +151,9 @@ def lab_brokers(lab: Lab) -> list[str]:
 class QuorumProber(Prober):
     """The lab's prober, plus every broker's readiness and the ``pipeline (quorum)`` probe (:func:`quorum_up`).
 
-    A round is stamped when it looks, not when it was scheduled: on a busy machine a round may
-    wait in the pool, and a stamp from before a kill on a probe that saw the broker gone would
-    put the outage before its fault.
+    A round is stamped when it has looked, not when it was scheduled: on a busy machine a round
+    waits in the pool and its probes take seconds, and a stamp from before a kill on a probe that
+    saw the broker gone would put the outage before its fault.
     """
 
     def _services(self) -> dict[str, bool]:
@@ -164,9 +164,9 @@ class QuorumProber(Prober):
         return health
 
     def _round(self, t_ms: int) -> None:
-        t_ms = round(time.time() * 1000)
         health = self._services()
         answers = self._upload_answers()
+        t_ms = round(time.time() * 1000)
         pipeline_ok = answers and all(health.get(s, False) for s in PATH_SERVICES)
         rows = [{"t_ms": t_ms, "service": s, "ok": ok} for s, ok in health.items()]
         rows += [{"t_ms": t_ms, "service": "pipeline", "ok": pipeline_ok},
@@ -440,10 +440,15 @@ def save(run: AvailabilityRun) -> AvailabilityRun:
 
 
 def outage_downtime(probes: pd.DataFrame, service: str, start_ms: float, end_ms: float) -> tuple[int, float]:
-    """``(outages, downtime_s)`` of ``service`` whose outages began in ``[start_ms, end_ms)``."""
-    cut = uptime.outages(probes[probes["service"] == service], service)
-    inside = cut[(cut["start_ms"] >= start_ms) & (cut["start_ms"] < end_ms)]
-    return len(inside), float(inside["downtime_s"].sum())
+    """``(outages, downtime_s)`` of ``service`` within ``[start_ms, end_ms)``: its failed probes there,
+    each one probe spacing of the whole table, and their runs (an outage under way at ``start_ms``
+    counts too: the span shares it)."""
+    mine = probes[probes["service"] == service]
+    inside = mine[(mine["t_ms"] >= start_ms) & (mine["t_ms"] < end_ms)]
+    if inside.empty:
+        return 0, 0.0
+    cut = uptime.outages(inside, service)
+    return len(cut), float((~inside["ok"].astype(bool)).sum() * uptime.probe_spacing_s(mine))
 
 
 def longest_gap_s(done_ms: Sequence[float], start_ms: float, end_ms: float) -> float:
@@ -456,7 +461,7 @@ def longest_gap_s(done_ms: Sequence[float], start_ms: float, end_ms: float) -> f
 
 
 def per_fault(run: TopologyRun) -> pd.DataFrame:
-    """One row per fault of ``run``: the broker, its downtime by the quorum probe (outages that began
+    """One row per fault of ``run``: the broker, its downtime by the quorum probe (its failed probes
     between this kill and the next, or the run's end, each span opening one probe spacing early), the longest gap between completed images
     from the kill until the pipeline recovered, the recovery, and the share of a month's 99.9%
     error budget (43.2 min) the fault burned."""
@@ -577,6 +582,7 @@ def timeline_plot(run: AvailabilityRun, repetition: int = 0):
             ax.hlines(-0.3, (o.start_ms - t0) / 1000, (o.end_ms - t0) / 1000 + 0.5, color="tab:red", linewidth=6)
         ax.set(ylabel="images/s", title=f"{one.topology} ({TOPOLOGIES[one.topology]} broker(s)): "
                                         f"{len(one.faults)} kills, {per_fault(one)['downtime_s'].sum():.1f} s down")
+        ax.set_xlim(0, (one.probes["t_ms"].max() - t0) / 1000 + 1)  # the drain's stragglers are not the run
     axes[-1, 0].set_xlabel("seconds since the load started (orange: broker down until healthy; red: pipeline down)")
     axes[0, 0].legend(loc="lower right", fontsize=8)
     return fig
