@@ -55,6 +55,8 @@ def test_the_topology_setting_takes_one_or_three_brokers(tmp_path) -> None:
         with pytest.raises(LabConfigError, match="LABKIT_KAFKA_BROKERS=1 .* or LABKIT_KAFKA_BROKERS=3") as e:
             LabContext.from_env(data_dir=tmp_path, kafka_brokers=wrong)
         assert "\n" not in str(e.value)
+    with pytest.raises(LabConfigError, match="native backend only"):
+        LabContext.from_env(data_dir=tmp_path, backend="compose", kafka_brokers=3)
     one = NativeBackend(LabContext.from_env(data_dir=tmp_path, port_offset=2000))
     three = NativeBackend(LabContext.from_env(data_dir=tmp_path, port_offset=2000, kafka_brokers=3))
     assert [n for n in one.services if n.startswith("kafka")] == ["kafka"]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, create_model, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labkit.errors import LabConfigError
@@ -78,10 +78,13 @@ class _LabSettings(BaseSettings):
 
     @field_validator("kafka_brokers")
     @classmethod
-    def _one_or_three(cls, brokers: int) -> int:
+    def _one_or_three(cls, brokers: int, info: ValidationInfo) -> int:
         if brokers not in (1, 3):
             raise ValueError(f"{brokers} brokers is not a topology the lab runs; set LABKIT_KAFKA_BROKERS=1 "
                              "(one broker) or LABKIT_KAFKA_BROKERS=3 (a replicated cluster)")
+        if brokers > 1 and info.data.get("backend") == "compose":
+            raise ValueError("the replicated Kafka runs on the native backend only; set LABKIT_KAFKA_BROKERS=1 "
+                             "or LABKIT_BACKEND=native")
         return brokers
 
     @field_validator("web_prefix")

@@ -48,3 +48,13 @@ test('the log line says how the consumer came back', () => {
     assert.equal(describeReturn({ how: 'join', lost_ms: 12000 }, 'dit247', 'g'),
         'kafka consumer (dit247) reached the broker again after 12.0 s; joined group g again');
 });
+
+test('a consumer of one broker rides out its restart; of several, it moves on within seconds', () => {
+    const { consumerSettings, CONSUMER_RETRY } = require('../nodes/labkit-kafka/outage');
+    assert.strictEqual(consumerSettings(1).retry, CONSUMER_RETRY);
+    assert.strictEqual(consumerSettings(1).sessionTimeout, 10000);
+    const cluster = consumerSettings(3);
+    assert.ok(cluster.retry.retries < CONSUMER_RETRY.retries);
+    assert.ok(cluster.sessionTimeout >= 6000 && cluster.sessionTimeout < consumerSettings(1).sessionTimeout);
+    assert.ok(cluster.heartbeatInterval * 3 <= cluster.sessionTimeout);
+});

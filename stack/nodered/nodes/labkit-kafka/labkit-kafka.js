@@ -38,7 +38,7 @@
 
 module.exports = function (RED) {
     const { Kafka, logLevel, Partitioners } = require('kafkajs');
-    const { CONSUMER_RETRY, METADATA_MAX_AGE_MS, Outage, describeReturn } = require('./outage');
+    const { METADATA_MAX_AGE_MS, consumerSettings, Outage, describeReturn } = require('./outage');
 
     const CLOSE_TIMEOUT_MS = 10000;
 
@@ -389,19 +389,21 @@ module.exports = function (RED) {
                     showConnected();
                 }
             }
+            // one broker: ride out its restart as the same member; several: move on (outage.js)
+            const settings = consumerSettings(node.broker.brokers.length);
             try {
-                c = node.broker.createClient(node, onKafkaError, Object.assign({}, CONSUMER_RETRY)).consumer({
+                c = node.broker.createClient(node, onKafkaError, Object.assign({}, settings.retry)).consumer({
                     groupId: node.groupId,
-                    // 10 s: after a broker restart the group waits for the lost member's
+                    // after a broker restart the group waits for the lost member's
                     // session to expire before it re-forms, so this bounds recovery time
-                    sessionTimeout: 10000,
-                    heartbeatInterval: 3000,
+                    sessionTimeout: settings.sessionTimeout,
+                    heartbeatInterval: settings.heartbeatInterval,
                     // long-poll at most 1 s: keeps close/redeploy (which waits for the fetch) fast
                     maxWaitTimeInMs: 1000,
                     // a replicated Kafka's new leader is found within seconds of a broker's death
                     metadataMaxAge: METADATA_MAX_AGE_MS,
                     allowAutoTopicCreation: true,
-                    retry: Object.assign({}, CONSUMER_RETRY)
+                    retry: Object.assign({}, settings.retry)
                 });
             } catch (err) {
                 setStatus('red', 'ring', 'config error');

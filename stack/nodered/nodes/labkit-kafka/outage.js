@@ -26,6 +26,27 @@ const CONSUMER_RETRY = Object.freeze({ initialRetryTime: 250, maxRetryTime: 1000
  */
 const METADATA_MAX_AGE_MS = 3000;
 
+/*
+ * CLUSTER: the consumer's settings when it has several brokers (the replicated Kafka). Riding out
+ * an outage as the same member (CONSUMER_RETRY) suits one broker, which comes back; in a cluster
+ * the dead broker may have been the group's coordinator, and kafkajs keeps heart-beating to it
+ * (it looks for a new coordinator only when it rejoins). So in a cluster the consumer gives up on
+ * a lost broker after about 3 s (kafkajs then restarts it, and the new consumer finds the new
+ * coordinator), and its session is 6 s (the broker's least), so that the dead member it leaves
+ * behind is dropped, and the group re-formed, that much sooner.
+ */
+const CLUSTER = Object.freeze({
+    retry: Object.freeze({ initialRetryTime: 250, maxRetryTime: 1000, multiplier: 2, retries: 4 }),
+    sessionTimeout: 6000,
+    heartbeatInterval: 1000
+});
+const SINGLE = Object.freeze({ retry: CONSUMER_RETRY, sessionTimeout: 10000, heartbeatInterval: 3000 });
+
+/** The consumer's retry and session settings for a client of `brokers` brokers. */
+function consumerSettings(brokers) {
+    return brokers > 1 ? CLUSTER : SINGLE;
+}
+
 const CONNECTION_LOST = /Connection (error|timeout)|Connection closed|closed connection|ECONNREFUSED|ECONNRESET|Not connected|KafkaJSConnection/i;
 
 /** True when a kafkajs error line says the broker connection is gone. */
@@ -71,4 +92,4 @@ function describeReturn(ended, topic, groupId) {
         ' s; joined group ' + groupId + ' again';
 }
 
-module.exports = { CONSUMER_RETRY, METADATA_MAX_AGE_MS, isConnectionLoss, Outage, describeReturn };
+module.exports = { CONSUMER_RETRY, METADATA_MAX_AGE_MS, consumerSettings, isConnectionLoss, Outage, describeReturn };
