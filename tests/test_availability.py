@@ -188,7 +188,7 @@ def test_10_availability_kills_brokers_on_both_topologies_and_judges_uptime_on_t
     text = claims.notebook_text(notebook)
     faults = pd.DataFrame(results["faults"])
     print(f"\nnotebook 10 under papermill: {time.monotonic() - started:.1f} s; load average {os.getloadavg()[0]:.1f}")
-    print(faults[["topology", "target", "broker_back_s", "outages", "downtime_s", "longest_gap_s", "recovery_s"]])
+    print(faults[["topology", "target", "broker_back_s", "outages", "downtime_s", "longest_gap_s", "recovery_s"]].to_string())
     print("\n".join(f"{r['topology']}: {r['verdict']}" for r in results["verdicts"]))
 
     # the schedule ran on both topologies, each kill recovered, and every kill has its downtime
