@@ -22,7 +22,8 @@ from labkit.teaching.graders import (
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # notebook: exercises (a notebook added later with its own exercises joins the generic checks; add it here)
-GRADED = {"02_faas": 2, "04_load_and_sla": 1, "06_retry_patterns": 2, "07_sla_report": 1, "09_error_budgets": 2}
+GRADED = {"02_faas": 2, "04_load_and_sla": 1, "06_retry_patterns": 2, "07_sla_report": 1, "09_error_budgets": 2,
+          "10_availability": 1}
 
 
 @pytest.fixture(scope="module")
