@@ -114,7 +114,8 @@ def _compose(service: type[Service], places: Places) -> list[str]:
 
 def _versions(service: type[Service], places: Places) -> list[str]:
     needed = {key: ("version",) for key in service.pins()}
-    needed[service.compose_pin()] = ("version", "image")
+    if service.compose_pin():  # None: labkit's own code in both backends (the FaaS runner)
+        needed[service.compose_pin()] = ("version", "image")
     return [f"versions: stack/versions.toml has no {field} in [{key}]"
             for key, fields in needed.items() for field in fields if field not in places.pins.get(key, {})]
 
