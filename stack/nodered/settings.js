@@ -127,6 +127,22 @@ const UPLOAD_LIMITS = {
  */
 const uploadDoor = steps.uploadIntake(UPLOAD_LIMITS, ['/upload']);
 
+// kafkajs (the labkit-kafka nodes) re-arms a 1 ms timer on each broker connection while nothing is
+// queued: Node-RED's idle CPU. kafka-idle.js arms it only when a request waits (same module
+// instance as the nodes': one kafkajs in the install).
+(function quietKafkaIdle() {
+    const beside = require.main ? path.dirname(require.main.filename) : __dirname;
+    let RequestQueue;
+    try {
+        RequestQueue = require(require.resolve('kafkajs/src/network/requestQueue', { paths: [beside, __dirname] }));
+    } catch (e) {
+        return; // no kafkajs here: nothing to quiet
+    }
+    if (typeof steps.quietIdleChecks !== 'function' || !steps.quietIdleChecks(RequestQueue)) {
+        console.warn('labkit Node-RED settings: kafkajs\' request queue has changed; its idle timer is left as it is');
+    }
+})();
+
 // TLS (natively): the store's webhook comes in on a TLS listener of its own, with the lab's
 // certificate (tls-listener.js: LABKIT_NODERED_TLS_PORT, LABKIT_NODERED_PORT, LABKIT_TLS_CERT,
 // LABKIT_TLS_KEY); Node-RED's own https requests (the store, the FaaS runner) trust the lab's

@@ -12,7 +12,8 @@
  * rules for object keys; shared holds the helpers every stage uses; burnrate is the second alert
  * policy (multiwindow, multi-burn-rate alerts on the error budget); metrics serves the metrics
  * file's new bytes to a reader elsewhere (GET /pipeline/metrics). intake is the upload
- * endpoint's door: HTTP middleware that settings.js runs before the flow, not a step.
+ * endpoint's door: HTTP middleware that settings.js runs before the flow, not a step; kafka-idle
+ * stops kafkajs' idle timer loop (settings.js applies it).
  */
 'use strict';
 
@@ -28,4 +29,5 @@ module.exports = Object.assign({},
     require('./webhook'),
     require('./record'),
     require('./burnrate'),
-    require('./metrics'));
+    require('./metrics'),
+    require('./kafka-idle'));
