@@ -32,12 +32,13 @@ const METADATA_MAX_AGE_MS = 3000;
  * the dead broker may have been the group's coordinator, and kafkajs keeps heart-beating to it
  * (it looks for a new coordinator only when it rejoins). So in a cluster the consumer gives up on
  * a lost broker after about 3 s (kafkajs then restarts it, and the new consumer finds the new
- * coordinator), and its session is 6 s (the broker's least), so that the dead member it leaves
- * behind is dropped, and the group re-formed, that much sooner.
+ * coordinator; a moved leader is found sooner, by METADATA_MAX_AGE_MS, without a restart), and its
+ * session is 4 s (the brokers allow it: group.min.session.timeout.ms),
+ * so that the dead member it leaves behind is dropped, and the group re-formed, that much sooner.
  */
 const CLUSTER = Object.freeze({
     retry: Object.freeze({ initialRetryTime: 250, maxRetryTime: 1000, multiplier: 2, retries: 4 }),
-    sessionTimeout: 6000,
+    sessionTimeout: 4000,
     heartbeatInterval: 1000
 });
 const SINGLE = Object.freeze({ retry: CONSUMER_RETRY, sessionTimeout: 10000, heartbeatInterval: 3000 });
