@@ -28,11 +28,14 @@ from labkit.pipeline.audit import audit
 from labkit.pipeline.images import generate_pool
 from labkit.stack.backends.compose import ComposeBackend
 from labkit.stack.config import load_config
-from labkit.stack.docker import Engine, ensure_compose_plugin, image_specs
+from labkit.stack.docker import Engine, ensure_compose_plugin
+from labkit.stack.images import image_specs
 from labkit.stack.lab import Lab
 from tests.ports import PortPlan
 
-pytestmark = pytest.mark.stack
+# A cold image cache builds six images on vfs (about 20 minutes on a busy 2-core machine), in
+# the first test's setup.
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(3600)]
 
 IMAGES = 20
 

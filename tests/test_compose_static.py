@@ -30,11 +30,11 @@ from labkit.stack.backends.compose import (
     COMPOSE_FILE,
     FIX,
     KAFKA_UI_PORT,
-    OPENWHISK_PORT,
     METRICS_DIR_VAR,
     METRICS_MOUNT,
     NETWORK,
     NETWORK_ENDPOINTS,
+    OPENWHISK_PORT,
     PIN_KEYS,
     PROXIES_FILE,
     SECRET_FIELDS,
@@ -47,8 +47,8 @@ from labkit.stack.backends.compose import (
 from labkit.stack.backends.native import NativeBackend
 from labkit.stack.config import DEFAULT_PORTS, LabConfig
 from labkit.stack.context import LabContext
-from labkit.stack.docker import IMAGES_DIR, image_specs
 from labkit.stack.hops import HOP_NAMES, HOPS
+from labkit.stack.images import IMAGES_DIR, image_specs
 from labkit.stack.services import SERVICE_NAMES, SERVICE_TYPES
 from labkit.stack.services.nodered import MAX_BODY_BYTES, METRICS_FILE, NodeRed
 from labkit.stack.services.storage import TOPIC, WEBHOOK_PATH, Storage, StorageOut
@@ -379,6 +379,16 @@ def test_the_remote_nodered_image_is_built_from_the_pinned_image():
     for source in ("package.json package-lock.json", "nodes", "settings.js"):
         assert re.search(rf"^COPY\b.*\b{re.escape(source)}\s", text, re.M), f"Dockerfile does not copy {source}"
     assert re.search(r"^RUN npm ci --omit=dev\b", text, re.M)
+
+
+def test_the_runner_image_holds_every_part_of_labkit_the_runner_imports():
+    from labkit.stack.images import RUNNER_PARTS
+
+    code = ("import sys, labkit.faas.__main__, labkit.faas.app, labkit.faas.worker, labkit.faas.launcher; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('labkit.'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    parts = {m.split(".")[1] for m in loaded}
+    assert parts <= {p.removesuffix(".py") for p in RUNNER_PARTS}, sorted(parts)
 
 
 def test_openwhisk_profile_is_standalone_with_the_docker_socket():

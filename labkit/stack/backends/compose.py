@@ -34,8 +34,8 @@ from labkit.errors import LabConfigError, ServiceError
 from labkit.stack.backends.base import Backend, ServiceStatus, check_service_name
 from labkit.stack.config import DEFAULT_PORTS
 from labkit.stack.context import LabContext
-from labkit.stack.docker import ensure_images
 from labkit.stack.hops import HOPS, hop
+from labkit.stack.images import ensure_images
 from labkit.stack.services import SERVICE_TYPES, Service
 from labkit.stack.services.catalog import port_owner, service_type
 from labkit.stack.services.nodered import METRICS_FILE
