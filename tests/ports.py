@@ -29,7 +29,7 @@ from labkit.stack.process import port_owner
 
 # The labs of one test session, by the name the tests ask for.
 LABS = ("session", "cold-up", "errors", "port-in-use", "toolchain", "cache", "ready-timeout", "crash",
-        "bench", "replicated")
+        "bench")
 FIRST_OFFSET, STEP = 10000, 100
 LOCK_DIR = Path(tempfile.gettempdir()) / "labkit-test-ports"
 

@@ -1,8 +1,8 @@
 """The replicated Kafka topology (LABKIT_KAFKA_BROKERS=3): three brokers, each a service of its own,
 topics on all three at min.insync.replicas 2, and a pipeline that rides out the crash of any one.
 
-The stack test stands up a lab of its own with three brokers (the ``replicated`` port offset of
-this session's slot), drives 10 images/s through the pipeline, and ``kill -9``s each broker in
+The stack test stands up a lab of its own with three brokers (at this session's ``crash`` port
+offset), drives 10 images/s through the pipeline, and ``kill -9``s each broker in
 turn. Each broker stays down until an image uploaded after its kill has come out, so the test
 shows that the pipeline completes images *while* a broker is dead, not only after its restart;
 the next kill waits until every replica is in sync again (one failure at a time). Nothing may be
@@ -92,7 +92,9 @@ def test_a_lab_made_with_one_topology_refuses_the_other(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, ports) -> Iterator[Lab]:
     data_dir = tmp_path_factory.mktemp("replicated")
-    lab = Lab.from_env(data_dir=data_dir, port_offset=ports.offset("replicated"), backend="native",
+    # The crash-safety tests' offset: their labs live within one test each, and this one within
+    # this module, so the two never run at once in a session.
+    lab = Lab.from_env(data_dir=data_dir, port_offset=ports.offset("crash"), backend="native",
                        kafka_brokers=3)
     try:
         lab.up()
