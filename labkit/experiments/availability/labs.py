@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import tempfile
@@ -62,13 +63,31 @@ def replicated_lab(port_offset: int, data_dir: str | Path | None = None,
             shutil.rmtree(where, ignore_errors=True)
         raise LabConfigError("this lab has no replicated topology (no kafka_brokers setting). "
                              "Fix: run the single topology only (topologies=['single']).")
+    _LIVE[where] = (lab, scratch)  # a kernel shut down mid-run still takes it down (see _down_at_exit)
     try:
         with reporter.step(f"stand up a lab with 3 brokers at port offset {port_offset}"):
             lab.up()
         yield lab
     finally:
-        # the first error is the one to raise
-        with reporter.step("take the replicated lab down"), contextlib.suppress(Exception):
+        with reporter.step("take the replicated lab down"):
+            _take_down(where)
+
+
+# The replicated labs standing in this process, by data dir: (lab, whether its data dir is scratch).
+_LIVE: dict[Path, tuple[Lab, bool]] = {}
+
+
+def _take_down(where: Path) -> None:
+    """Down (wiped, when scratch) and forget one replicated lab; never raises: the first error is the one to raise."""
+    lab, scratch = _LIVE.pop(where, (None, False))
+    if lab is not None:
+        with contextlib.suppress(Exception):
             lab.down(wipe=scratch)
-        if scratch:
-            shutil.rmtree(where, ignore_errors=True)
+    if scratch:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+@atexit.register
+def _down_at_exit() -> None:
+    for where in list(_LIVE):
+        _take_down(where)
