@@ -133,6 +133,13 @@ def browser_page(jupyter):
             browser.close()
 
 
+def _settled(page, drawn: str) -> str | None:
+    """The canvas's picture when it stayed the same over half a second (no animation running)."""
+    first = page.evaluate(drawn)
+    page.wait_for_timeout(500)
+    return first if page.evaluate(drawn) == first else None
+
+
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"jupyter-proxy-{name}.png"
@@ -166,11 +173,17 @@ def test_nodered_editor_through_the_proxy_shows_the_pipeline_flow(hub_lab: Lab, 
     assert errors == []
 
 
-def test_dashboard_through_the_proxy_shows_the_chart(browser_page) -> None:
+def test_dashboard_through_the_proxy_shows_the_chart(hub_lab: Lab, browser_page) -> None:
     page, base, errors = browser_page
     page.goto(f"{base}nodered/dashboard/pipeline")
     page.get_by_text("End-to-end latency").wait_for(timeout=60_000)  # the chart's card, sent over socket.io
     page.wait_for_selector("canvas", timeout=30_000)
+    drawn = "() => document.querySelector('canvas').toDataURL()"
+    empty = poll("the chart at rest", lambda: _settled(page, drawn), timeout_s=30)
+    # an image through the pipeline reaches the open page over the proxied socket and is drawn
+    sent = upload.push(hub_lab, generate_pool(1, seed=78), progress=False, prefix=f"dash-{uuid.uuid4().hex[:6]}/")
+    upload.wait_for(hub_lab, sent["key"], timeout_s=90)
+    poll("the image's point on the chart", lambda: page.evaluate(drawn) != empty, timeout_s=30)
     _shot(page, "dashboard")
     # the page's icon is fetched under the prefix (ui-base's appIcon), not at the server's root
     icon = page.evaluate("() => document.querySelector('link[rel=\"icon\"]').href")
