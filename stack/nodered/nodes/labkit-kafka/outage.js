@@ -29,15 +29,16 @@ const METADATA_MAX_AGE_MS = 3000;
 /*
  * CLUSTER: the consumer's settings when it has several brokers (the replicated Kafka). Riding out
  * an outage as the same member (CONSUMER_RETRY) suits one broker, which comes back; in a cluster
- * the dead broker may have been the group's coordinator, and kafkajs keeps heart-beating to it
- * (it looks for a new coordinator only when it rejoins). So in a cluster the consumer gives up on
- * a lost broker after about 3 s (kafkajs then restarts it, and the new consumer finds the new
- * coordinator; a moved leader is found sooner, by METADATA_MAX_AGE_MS, without a restart), and its
- * session is 4 s (the brokers allow it: group.min.session.timeout.ms),
- * so that the dead member it leaves behind is dropped, and the group re-formed, that much sooner.
+ * the dead broker may have been the group's coordinator. kafkajs looks for a coordinator only when
+ * it joins, so coordinator.js makes a heartbeat that lost it ask for the new one: the consumer
+ * carries on as the same member once the controller has fenced the dead broker (a moved leader is
+ * found by METADATA_MAX_AGE_MS). 10 retries, about 7 s, cover a fencing that waits for a new
+ * controller first; after that kafkajs restarts the consumer as a new member, and its session
+ * is 4 s (the brokers allow it: group.min.session.timeout.ms), so that the member it leaves
+ * behind is dropped, and the group re-formed, that much sooner.
  */
 const CLUSTER = Object.freeze({
-    retry: Object.freeze({ initialRetryTime: 250, maxRetryTime: 1000, multiplier: 2, retries: 4 }),
+    retry: Object.freeze({ initialRetryTime: 250, maxRetryTime: 1000, multiplier: 2, retries: 10 }),
     sessionTimeout: 4000,
     heartbeatInterval: 1000
 });
