@@ -38,7 +38,8 @@ def scratch_offset(beside: Lab) -> int:
 @contextlib.contextmanager
 def replicated_lab(port_offset: int, data_dir: str | Path | None = None,
                    reporter: Reporter = QUIET) -> Iterator[Lab]:
-    """A short-lived lab with three brokers at ``port_offset``; down, its data wiped, when the block ends.
+    """A short-lived lab with three brokers at ``port_offset``; down, its data wiped, when the block ends
+    (a scratch data dir: every service killed at once, no graceful stop).
 
     Args:
         port_offset: Its ``LABKIT_PORT_OFFSET`` (:func:`scratch_offset` finds a free one).
@@ -82,6 +83,9 @@ def _take_down(where: Path) -> None:
     lab, scratch = _LIVE.pop(where, (None, False))
     if lab is not None:
         with contextlib.suppress(Exception):
+            if scratch:  # its data goes anyway: no graceful stop (a broker's takes seconds), kill -9 every service
+                for service in reversed(list(lab.backend.services)):
+                    lab.backend.kill(service)
             lab.down(wipe=scratch)
     if scratch:
         shutil.rmtree(where, ignore_errors=True)
