@@ -21,6 +21,7 @@ from pathlib import Path
 from labkit.core.files import locked
 from labkit.core.progress import Reporter
 from labkit.errors import LabConfigError
+from labkit.stack.gomod import GoPatch, copy_writable, go_module_dir
 
 MANIFEST = ".labkit-manifest.json"
 
@@ -71,18 +72,63 @@ class InstallStep(ABC):
 
 @dataclass(frozen=True)
 class GoBinary(InstallStep):
-    """A Go program, built with ``go install package@version``."""
+    """A Go program, built with ``go install package@version``, or with a patched dependency.
+
+    With a ``patch``, the pinned ``module`` (the one holding ``package``) is built from a copy
+    whose go.mod replaces the patched dependency with a patched copy: the same build list as
+    ``go install package@version``, one file changed.
+    """
 
     package: str = ""
     binary: str = ""
+    module: str = ""
+    patch: GoPatch | None = None
     tools: tuple[str, ...] = ("go",)
 
+    def target(self, cache: Path) -> Path:
+        # A new directory for each patch, so an entry built without it (or with another) is never reused.
+        base = super().target(cache)
+        return base.with_name(f"{base.name}-patched-{self.patch.digest()}") if self.patch else base
+
+    def describe(self) -> str:
+        extra = f" (patched {self.patch.module} {self.patch.version})" if self.patch else ""
+        return super().describe() + extra
+
     def build(self, into: Path, log: Path) -> None:
+        if self.patch:
+            self._build_patched(into, log)
+            return
         gobin = into / "gobin"
         run_logged(["go", "install", f"{self.package}@{self.version}"], log, env={"GOBIN": str(gobin)})
         built = next(gobin.iterdir())  # the file is named after the package's last path element
         built.rename(into / self.binary)
         gobin.rmdir()
+
+    def patched_sources(self, src: Path, log: Path) -> Path:
+        """Lay out the main module and the patched dependency under ``src``; return the main module.
+
+        Raises:
+            LabConfigError: the patch does not fit the pinned sources.
+        """
+        main, dep = src / "main", src / "patched"
+        copy_writable(go_module_dir(self.module, self.version), main)
+        self.patch.check_required(main)
+        self.patch.apply(go_module_dir(self.patch.module, self.patch.version), dep)
+        with log.open("a") as out:
+            out.write(f"# {self.patch.module} {self.patch.version} {self.patch.file}: "
+                      f"{self.patch.old!r} -> {self.patch.new!r}\n")
+        # A relative path: the binary's build info then names no temporary directory.
+        run_logged(["go", "mod", "edit", f"-replace={self.patch.module}=../patched"], log, cwd=main)
+        return main
+
+    def _build_patched(self, into: Path, log: Path) -> None:
+        src = into / "src"
+        main = self.patched_sources(src, log)
+        relative = "." + self.package.removeprefix(self.module)
+        # -trimpath: no path of this temporary build in the binary; GOWORK=off: no workspace of the user's.
+        run_logged(["go", "build", "-trimpath", "-buildvcs=false", "-o", str(into / self.binary), relative],
+                   log, cwd=main, env={"GOWORK": "off"})
+        shutil.rmtree(src)
 
     def key_files(self, into: Path) -> list[Path]:
         return [into / self.binary]
@@ -108,7 +154,7 @@ class GoWithWebAssets(InstallStep):
 
     def build(self, into: Path, log: Path) -> None:
         src = into / "src"
-        _copy_writable(go_module_dir(self.package, self.module_version), src)
+        copy_writable(go_module_dir(self.package, self.module_version), src)
         for name in ("package.json", "package-lock.json"):
             shutil.copy2(self.npm_files / name, src / name)
         npm = ["--no-audit", "--no-fund", "--loglevel=error"]
@@ -121,29 +167,6 @@ class GoWithWebAssets(InstallStep):
 
     def key_files(self, into: Path) -> list[Path]:
         return [into / self.binary]
-
-
-def go_module_dir(module: str, version: str) -> Path:
-    """The pinned module's sources, from the Go module cache (downloaded through the proxy if absent).
-
-    Raises:
-        LabConfigError: the module could not be downloaded.
-    """
-    result = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL, check=False)
-    try:
-        return Path(json.loads(result.stdout)["Dir"])
-    except (ValueError, KeyError) as e:
-        raise LabConfigError(f"`go mod download {module}@{version}` failed: {result.stdout}{result.stderr}"
-                             "Hint: check that the Go module proxy is reachable, then run `labkit install` again.") from e
-
-
-def _copy_writable(source: Path, dest: Path) -> None:
-    """Copy a tree from the read-only module cache, leaving the copy writable by its owner."""
-    shutil.copytree(source, dest, symlinks=True)
-    for path in [dest, *dest.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod(path.stat().st_mode | 0o200)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from minio.helpers import sha256_hash
 from minio.signer import sign_v4_s3
 
 from labkit.errors import ServiceError
+from labkit.stack.gomod import GoPatch
 from labkit.stack.install import GoBinary, InstallStep
 from labkit.stack.readiness import HttpReady, Readiness
 from labkit.stack.secrets import LabSecrets
@@ -78,6 +79,14 @@ WRITE_OBJECTS = ("s3:PutObject", "s3:AbortMultipartUpload")
 BUCKET_TMP_DIR = ".sgwtmp"
 
 
+def versitygw_step() -> GoBinary:
+    """versitygw as its pin in stack/versions.toml declares it, with the pin's patch of its Kafka
+    client (the writer's metadata refresh: 1 s, not 15 s, so a new partition leader is found soon)."""
+    p = pin("versitygw")
+    return GoBinary("versitygw", p["version"], package=p["go_package"], binary=p["binary"], module=p["go_module"],
+                    patch=GoPatch.from_pin(p.get("patch")))
+
+
 class _Gateway(Service):
     pin_key = "versitygw"
     on_image_path = True
@@ -85,8 +94,7 @@ class _Gateway(Service):
     hint = "versitygw sends a test event at start, so its event target must be up first"
 
     def install_step(self) -> InstallStep:
-        p = pin("versitygw")
-        return GoBinary("versitygw", p["version"], package=p["go_package"], binary=p["binary"])
+        return versitygw_step()
 
     @property
     def root(self):
