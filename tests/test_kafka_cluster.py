@@ -35,10 +35,10 @@ from labkit.pipeline.metrics import lab_metrics
 from labkit.stack.backends.native import NativeBackend
 from labkit.stack.context import LabContext
 from labkit.stack.lab import Lab
-from labkit.stack.services.kafka import REPLICAS, TOPICS, TOPOLOGY_FILE
+from labkit.stack.services.kafka import BROKER_REPLICAS, CONTROLLERS, REPLICAS, TOPICS, TOPOLOGY_FILE
 from tests.conftest import lab_processes
 
-BROKERS = ("kafka", *REPLICAS)
+BROKERS = ("kafka", *BROKER_REPLICAS)
 RATE_PER_S = 10.0
 # The longest a broker stays dead waiting for an image to come out, and the longest the cluster
 # may take to be in sync again after its restart: generous, for a loaded machine.
@@ -60,19 +60,31 @@ def test_the_topology_setting_takes_one_or_three_brokers(tmp_path) -> None:
     one = NativeBackend(LabContext.from_env(data_dir=tmp_path, port_offset=2000))
     three = NativeBackend(LabContext.from_env(data_dir=tmp_path, port_offset=2000, kafka_brokers=3))
     assert [n for n in one.services if n.startswith("kafka")] == ["kafka"]
-    assert [n for n in three.services if n.startswith("kafka")] == list(BROKERS)
+    # the controllers start first, and are stopped last
+    assert [n for n in three.services if n.startswith("kafka")] == [*CONTROLLERS, *BROKERS]
     with pytest.raises(LabConfigError, match="LABKIT_KAFKA_BROKERS=3"):
         one.service("kafka-2")
     # every client bootstraps from every broker; each broker has its own ports and store hop
     assert three.endpoints()["kafka"] == ",".join(f"127.0.0.1:{three.service(b).ports[b]}" for b in BROKERS)
     assert three.service("nodered").environment()["LABKIT_KAFKA_BOOTSTRAP"] == three.endpoints()["kafka"]
-    assert len({p for b in BROKERS for p in three.service(b).ports.values()}) == 9
+    assert len({p for n in (*BROKERS, *CONTROLLERS) for p in three.service(n).ports.values()}) == 9
+    # a broker of the cluster is not a controller, and a controller is not a broker
+    broker = three.service("kafka-2").render_properties()
+    assert "process.roles=broker\n" in broker and "CONTROLLER://" not in broker.split("listeners=")[1].split()[0]
+    assert "controller.quorum.voters=101@" in broker and "\nbroker.session.timeout.ms" not in broker
+    controller = three.service("kafka-2-controller").render_properties()
+    assert "process.roles=controller\n" in controller and "node.id=102\n" in controller
+    assert "broker.session.timeout.ms=2000" in controller
+    # the one-node topology is broker and controller in one process, voter 1
+    single = one.service("kafka").render_properties()
+    assert "process.roles=broker,controller\n" in single and "controller.quorum.voters=1@" in single
+    assert "broker.session.timeout.ms=2000" in single
 
 
 def test_a_lab_made_with_one_topology_refuses_the_other(tmp_path) -> None:
     made = tmp_path / "kafka" / TOPOLOGY_FILE
     made.parent.mkdir(parents=True)
-    made.write_text(json.dumps({"brokers": 3, "cluster_id": "x"}))
+    made.write_text(json.dumps({"brokers": 3, "cluster_id": "x", "controllers": "dedicated"}))
     one = NativeBackend(LabContext.from_env(data_dir=tmp_path, port_offset=2000))
     with pytest.raises(LabConfigError, match=r"made with 3 broker.*`labkit down --wipe`") as e:
         one.service("kafka").prepare()
@@ -84,8 +96,13 @@ def test_a_lab_made_with_one_topology_refuses_the_other(tmp_path) -> None:
     three = NativeBackend(LabContext.from_env(data_dir=tmp_path, port_offset=2000, kafka_brokers=3))
     with pytest.raises(LabConfigError, match="made with 1 broker"):
         three.service("kafka-2").prepare()
-    # `labkit down --wipe` on either topology deletes every broker's data
+    # `labkit down --wipe` on either topology deletes every node's data
     assert {p.name for p in one.service("kafka").data_paths()} == {"kafka", *REPLICAS}
+    # a replicated lab made when the brokers were their own controllers must be made again
+    made.write_text(json.dumps({"brokers": 3, "cluster_id": "x"}))
+    with pytest.raises(LabConfigError, match="older labkit.*`labkit down --wipe`") as e:
+        three.service("kafka-controller").prepare()
+    assert "\n" not in str(e.value)
 
 
 # -- on a lab of three brokers --------------------------------------------------------

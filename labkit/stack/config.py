@@ -62,7 +62,8 @@ class _LabSettings(BaseSettings):
     stop_timeout_s: float = 10.0
     sla_threshold_s: float = 10.0
     # Kafka's topology (labkit.stack.services.kafka): 1 broker, or a replicated cluster of 3
-    # (services kafka, kafka-2, kafka-3; topics at replication factor 3, min.insync.replicas 2).
+    # (brokers kafka, kafka-2, kafka-3 and three controllers beside them; topics at replication
+    # factor 3, min.insync.replicas 2).
     kafka_brokers: int = 1
     # The URL path a Jupyter server proxies the lab's UIs under (jupyter-server-proxy,
     # labkit.teaching.proxy): JupyterHub's user prefix (``/user/NAME/``) when the lab runs in a

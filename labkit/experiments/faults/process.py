@@ -29,7 +29,7 @@ class ProcessKind(FaultKind):
     target_noun, targets_noun = "a service", "services"
 
     def targets(self) -> tuple[str, ...]:
-        return SERVICE_NAMES + REPLICAS  # kafka-2, kafka-3: the brokers of the replicated Kafka
+        return SERVICE_NAMES + REPLICAS  # the replicated Kafka's other brokers and its controllers
 
     def slot(self, fault: Fault) -> tuple[str, str]:
         return self.family, fault.target

@@ -82,7 +82,7 @@ class NativeBackend(Backend):
     # -- one service ---------------------------------------------------------
     def service(self, name: str) -> Service:
         if name in REPLICAS and name not in self.services:
-            raise LabConfigError(f"{name} is a broker of the replicated Kafka, and this lab runs one broker. "
+            raise LabConfigError(f"{name} is a node of the replicated Kafka, and this lab runs one broker. "
                                  "Fix: LABKIT_KAFKA_BROKERS=3, on a new lab or after `labkit down --wipe`.")
         return self.services[name if name in REPLICAS else check_service_name(name)]
 

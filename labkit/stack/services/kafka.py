@@ -1,11 +1,14 @@
 """The message broker: Apache Kafka 3.9 in KRaft mode, one node or a replicated cluster of three.
 
 ``LABKIT_KAFKA_BROKERS`` picks the topology. With 1 (the default) the service ``kafka`` is the
-whole of Kafka. With 3 the brokers are three processes and three services, ``kafka``,
-``kafka-2`` and ``kafka-3``, each both broker and controller (a 3-voter KRaft quorum), so each
-can be stopped, killed or paused on its own. The topics then live on all three (replication
-factor 3) and a write is acknowledged once two hold it (``min.insync.replicas`` 2, acks=all):
-any one broker may fail without losing a record or refusing a write.
+whole of Kafka, broker and KRaft controller in one process. With 3 the brokers are three
+processes and three services, ``kafka``, ``kafka-2`` and ``kafka-3``, and the KRaft quorum is
+three more, ``kafka-controller``, ``kafka-2-controller`` and ``kafka-3-controller``: each can be
+stopped, killed or paused on its own, and a broker's death never takes the active controller
+with it (which would add an election to its fencing, docs/reliability.md). The topics then
+live on all three brokers (replication factor 3) and a write is acknowledged once two hold it
+(``min.insync.replicas`` 2, acks=all): any one broker may fail without losing a record or
+refusing a write, and any one controller without stopping a failover.
 
 The store reaches each broker through a Toxiproxy hop of its own: ``store-kafka`` (broker 1,
 the store's bootstrap; the declared hop), ``store-kafka-2`` and ``store-kafka-3``. A network
@@ -23,13 +26,9 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownBrokerIdError
-from tenacity import RetryError, Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
-
 from labkit.core.files import atomic_write
 from labkit.errors import LabConfigError, ServiceError
+from labkit.stack.clients.kafka_admin import MIN_INSYNC, ensure_topics
 from labkit.stack.install import InstallStep, MavenJars
 from labkit.stack.process import SERVICE_UMASK
 from labkit.stack.readiness import AllReady, LogReady, PortReady, Readiness
@@ -54,22 +53,21 @@ TOPICS = ("dit247", "dit247-dlq")
 JVM_OPTS = ["-Xms64m", "-Xmx256m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true"]
 
-# The replicated topology's size (LABKIT_KAFKA_BROKERS=3), and its write quorum.
+# The replicated topology's size (LABKIT_KAFKA_BROKERS=3); its write quorum is MIN_INSYNC.
 REPLICATED = 3
-MIN_INSYNC = 2
 # Broker n listens on broker 1's ports + BROKER_PORT_STEP * (n - 1).
 BROKER_PORT_STEP = 100
 FIRST_BROKER_PORTS = {"kafka": 9092, "kafka-controller": 9093, "kafka-proxied": 9094}
 # The proxies of the store's hops to brokers 2 and 3 (broker 1's is the declared hop store-kafka).
 REPLICA_HOP_PORTS = {2: 8486, 3: 8487}
-# The order in which the topics' replicas lead: broker 1 only when both others are out. versitygw
-# takes one bootstrap address (broker 1's hop) and learns of a new leader only from it, so a
-# leader that is never broker 1 keeps the store writing while broker 1 is down.
-PREFERRED_REPLICAS = [2, 3, 1]
-# In a cluster, how long a silent broker keeps its registration (and its place in the
-# in-sync replicas that an acks=all write waits for). One process is both broker and
-# controller, so alone it may be short; across three JVMs on 2 loaded cores, a little longer.
-SESSION_MS = {1: 2000, REPLICATED: 3000}
+# How long a silent broker keeps its registration (and its place in the in-sync replicas that an
+# acks=all write waits for): after 2 s without a heartbeat (sent every 0.5 s) the controller
+# fences it and its partitions get new leaders.
+SESSION_MS = 2000
+# The replicated cluster's controllers are nodes 101-103 (the brokers are 1-3).
+CONTROLLER_ID_BASE = 100
+# A controller keeps the cluster's metadata only: a small heap is plenty.
+CONTROLLER_HEAP = ["-Xms32m", "-Xmx96m"]
 # What the cluster was made as: later starts refuse another topology (see Kafka.prepare).
 TOPOLOGY_FILE = "cluster.json"
 
@@ -77,6 +75,12 @@ TOPOLOGY_FILE = "cluster.json"
 def broker_name(node_id: int) -> str:
     """``kafka`` for broker 1, ``kafka-2`` and ``kafka-3`` for the others (service names)."""
     return "kafka" if node_id == 1 else f"kafka-{node_id}"
+
+
+def controller_name(node_id: int) -> str:
+    """``kafka-controller``, ``kafka-2-controller``, ...: the replicated cluster's controllers,
+    named after their listener (broker ``n``'s controller port in the one-node topology)."""
+    return f"{broker_name(node_id)}-controller"
 
 
 def store_hop(node_id: int) -> str:
@@ -90,8 +94,10 @@ def broker_ports(node_id: int) -> dict[str, int]:
             for name, port in FIRST_BROKER_PORTS.items()}
 
 
-# The services the replicated topology adds to broker 1's.
-REPLICAS: tuple[str, ...] = tuple(broker_name(n) for n in range(2, REPLICATED + 1))
+# The services the replicated topology adds to broker 1's: the other brokers, and the controllers.
+BROKER_REPLICAS: tuple[str, ...] = tuple(broker_name(n) for n in range(2, REPLICATED + 1))
+CONTROLLERS: tuple[str, ...] = tuple(controller_name(n) for n in range(1, REPLICATED + 1))
+REPLICAS: tuple[str, ...] = BROKER_REPLICAS + CONTROLLERS
 _REPLICA_LISTENERS = {**{p: n for i in range(2, REPLICATED + 1) for p, n in broker_ports(i).items()},
                       **{hop_port_name(store_hop(i)): port for i, port in REPLICA_HOP_PORTS.items()}}
 
@@ -137,10 +143,16 @@ class Kafka(Service):
 
     @classmethod
     def instances(cls, ctx) -> list[Service]:
-        """The brokers of the lab's topology, and any other broker still running (so that
-        ``labkit down`` stops it after the topology setting changed)."""
-        brokers = [cls(ctx, n) for n in range(1, REPLICATED + 1)]
-        return [b for b in brokers if b.node_id <= ctx.config.kafka_brokers or b.record() is not None]
+        """The controllers and brokers of the lab's topology, and any other one still running (so
+        that ``labkit down`` stops it after the topology setting changed)."""
+        replicated = ctx.config.kafka_brokers == REPLICATED
+        nodes = [*(KafkaController(ctx, n) for n in range(1, REPLICATED + 1)),
+                 *(cls(ctx, n) for n in range(1, REPLICATED + 1))]
+        return [n for n in nodes if n.wanted(replicated) or n.record() is not None]
+
+    def wanted(self, replicated: bool) -> bool:
+        """True when a lab of this topology runs this node."""
+        return replicated or self.node_id == 1
 
     def install_step(self) -> InstallStep:
         p = pin("kafka")
@@ -149,7 +161,16 @@ class Kafka(Service):
     # -- facts of this broker ---------------------------------------------------
     @property
     def ports(self) -> dict[str, int]:
-        return {p: self.config.port(p) for p in broker_ports(self.node_id)}
+        """Its listeners: client, proxied, and the controller's when it is the controller too."""
+        own = broker_ports(self.node_id)
+        if self.dedicated_quorum:
+            own.pop(controller_name(self.node_id))
+        return {p: self.config.port(p) for p in own}
+
+    @property
+    def dedicated_quorum(self) -> bool:
+        """True in the replicated topology, whose controllers are processes of their own."""
+        return self.config.kafka_brokers == REPLICATED
 
     def _port(self, listener: str = "") -> int:
         """This broker's port of ``listener`` ("" for clients, ``controller``, ``proxied``)."""
@@ -165,7 +186,7 @@ class Kafka(Service):
 
     def _java(self, main: str, *args: str, extra: tuple[str, ...] = ()) -> list[str]:
         lib = self.install_step().target(self.config.cache_dir) / "lib"
-        return ["java", *JVM_OPTS, *extra, f"-Dlog4j.configuration=file:{STACK_DIR / 'kafka' / 'log4j.properties'}",
+        return ["java", *JVM_OPTS, *self.jvm_extra, *extra, f"-Dlog4j.configuration=file:{STACK_DIR / 'kafka' / 'log4j.properties'}",
                 "-cp", f"{lib}/*", main, *args]
 
     @property
@@ -173,22 +194,41 @@ class Kafka(Service):
         """The brokers' class-data-sharing archive, in the cache: one per Kafka build and JDK."""
         return self.install_step().target(self.config.cache_dir) / "cds" / f"broker-{_jdk_key()}.jsa"
 
+    # Extra JVM options of this kind of node (the controllers' smaller heap).
+    jvm_extra: tuple[str, ...] = ()
+
     # -- start ----------------------------------------------------------------
     def prepare(self) -> None:
-        brokers = self.config.kafka_brokers
         self._check_topology()
-        log_dir = self.workdir / "logs"
-        template = (STACK_DIR / "kafka" / "server.properties").read_text()
-        voters = ",".join(f"{n}@{self.host}:{self.config.port(broker_name(n) + '-controller')}"
-                          for n in broker_ids(self.config))
-        atomic_write(self.properties, template.format(
-            node_id=self.node_id, voters=voters, host=self.host, port=self._port(),
-            controller_port=self._port("controller"), proxied_port=self._port("proxied"),
-            proxied_advertised=hop_address(self.config, store_hop(self.node_id)), log_dir=log_dir,
-            replication=brokers, min_isr=min(MIN_INSYNC, brokers), session_ms=SESSION_MS[brokers]))
+        atomic_write(self.properties, self.render_properties())
         self._ensure_store_hop()
-        if not (log_dir / "meta.properties").exists():
+        if not (self.log_dir / "meta.properties").exists():
             self._format()
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    def voters(self) -> str:
+        """``controller.quorum.voters``: node 1 alone, or the replicated cluster's controllers."""
+        if not self.dedicated_quorum:
+            return f"1@{self.host}:{self.config.port(controller_name(1))}"
+        return ",".join(f"{CONTROLLER_ID_BASE + n}@{self.host}:{self.config.port(controller_name(n))}"
+                        for n in broker_ids(self.config))
+
+    def render_properties(self) -> str:
+        """The broker's config: ``server.properties``, and ``quorum.properties`` when it is also
+        the controller."""
+        brokers = self.config.kafka_brokers
+        listeners = [f"PLAINTEXT://{self.host}:{self._port()}", f"PROXIED://{self.host}:{self._port('proxied')}"]
+        if not self.dedicated_quorum:
+            listeners.insert(1, f"CONTROLLER://{self.host}:{self._port('controller')}")
+        text = _template("server.properties").format(
+            roles="broker" if self.dedicated_quorum else "broker,controller", node_id=self.node_id,
+            voters=self.voters(), listeners=",".join(listeners), host=self.host, port=self._port(),
+            proxied_advertised=hop_address(self.config, store_hop(self.node_id)), log_dir=self.log_dir,
+            replication=brokers, min_isr=min(MIN_INSYNC, brokers))
+        return text if self.dedicated_quorum else text + _quorum()
 
     def _check_topology(self) -> None:
         """Refuse to start a broker of a topology other than the one the lab's Kafka was made as.
@@ -206,7 +246,12 @@ class Kafka(Service):
 
     def _recorded_topology(self) -> int | None:
         if self.topology_file.exists():
-            return int(json.loads(self.topology_file.read_text())["brokers"])
+            made = json.loads(self.topology_file.read_text())
+            if made["brokers"] == REPLICATED and made.get("controllers") != "dedicated":
+                raise LabConfigError("This lab's replicated Kafka was made by an older labkit, whose brokers were "
+                                     "their own controllers. Fix: `labkit down --wipe` (it deletes the lab's data, "
+                                     "stored images included), then start it again.")
+            return int(made["brokers"])
         # A lab made before the topology was recorded has one broker's log dir, or nothing.
         return 1 if (self.config.data_dir / broker_name(1) / "logs" / "meta.properties").exists() else None
 
@@ -215,7 +260,8 @@ class Kafka(Service):
         if self.topology_file.exists():
             return json.loads(self.topology_file.read_text())["cluster_id"]
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        atomic_write(self.topology_file, json.dumps({"brokers": self.config.kafka_brokers, "cluster_id": cluster_id}))
+        atomic_write(self.topology_file, json.dumps({"brokers": self.config.kafka_brokers, "cluster_id": cluster_id,
+                                                     "controllers": "dedicated"}))
         return cluster_id
 
     def _format(self) -> None:
@@ -279,10 +325,61 @@ class Kafka(Service):
         return kafka_bootstrap(self.config) if self.node_id == 1 else f"{self.host}:{self._port()}"
 
     def data_paths(self) -> list[Path]:
-        """Broker 1 also takes the other brokers' data, whatever the topology is now."""
-        if self.node_id != 1:
+        """Broker 1 also takes the other nodes' data, whatever the topology is now."""
+        if self.node_id != 1 or isinstance(self, KafkaController):
             return [self.workdir]
         return [self.workdir, *(self.config.data_dir / name for name in REPLICAS)]
+
+
+class KafkaController(Kafka):
+    """One of the replicated cluster's three KRaft controllers (node ``100 + n``): no topics, no
+    clients, no hop; only the cluster's metadata, its brokers' heartbeats and their fencing.
+
+    It has no ``name`` of its own as a class, so the catalog does not take it for a service of
+    its own: :meth:`Kafka.instances` makes the three of them."""
+
+    name = None  # type: ignore[assignment]
+    jvm_extra = tuple(CONTROLLER_HEAP)
+
+    def __init__(self, ctx, node_id: int = 1):
+        super().__init__(ctx, node_id)
+        self.name = controller_name(node_id)
+
+    def wanted(self, replicated: bool) -> bool:
+        return replicated
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {self.name: self.config.port(self.name)}
+
+    def render_properties(self) -> str:
+        return _template("controller.properties").format(
+            node_id=CONTROLLER_ID_BASE + self.node_id, voters=self.voters(), host=self.host, port=self._port(),
+            log_dir=self.log_dir) + _quorum()
+
+    def _ensure_store_hop(self) -> None:
+        """A controller has no clients, so no hop."""
+
+    def on_ready(self) -> None:
+        """Nothing to provision: the topics are the brokers' (broker 1 makes them)."""
+
+    def command(self) -> list[str]:
+        """The controller, with the brokers' class archive when there is one (it never writes one)."""
+        archive = self.class_archive
+        extra = (f"-XX:SharedArchiveFile={archive}",) if archive.exists() else ()
+        return self._java("kafka.Kafka", str(self.properties), extra=extra)
+
+    def endpoint(self) -> str:
+        return f"{self.host}:{self._port()}"
+
+
+def _template(name: str) -> str:
+    return (STACK_DIR / "kafka" / name).read_text()
+
+
+def _quorum() -> str:
+    """The controller's lines (stack/kafka/quorum.properties), filled in."""
+    return "\n" + _template("quorum.properties").format(session_ms=SESSION_MS)
 
 
 @functools.cache
@@ -291,72 +388,3 @@ def _jdk_key() -> str:
     java = Path(shutil.which("java") or "java").resolve()
     stamp = f"{java}:{java.stat().st_mtime_ns if java.exists() else 0}"
     return hashlib.sha256(stamp.encode()).hexdigest()[:12]
-
-
-def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int = 1, brokers: int = 1,
-                  timeout_s: float = 60.0) -> None:
-    """Create the topics that do not exist yet (idempotent): on one broker, or on all of a
-    cluster of ``brokers`` at ``min.insync.replicas`` 2, once every broker has registered.
-
-    Raises:
-        ServiceError: the broker did not answer, or refused.
-    """
-    admin = _admin(bootstrap)
-    try:
-        missing = set(topics) - set(admin.list_topics())
-        if missing and brokers > 1:
-            _wait_for_brokers(admin, brokers, timeout_s)
-        if missing:
-            # The request goes to the controller, which a client that met the cluster before
-            # every broker had registered may not know yet (UnknownBrokerIdError): a fresh one does.
-            Retrying(retry=retry_if_exception_type(UnknownBrokerIdError), stop=stop_after_delay(timeout_s),
-                     wait=wait_fixed(0.5), reraise=True)(_create, bootstrap, sorted(missing), partitions, brokers)
-    except TopicAlreadyExistsError:
-        pass  # another client created it meanwhile
-    except KafkaError as e:
-        raise ServiceError(f"Kafka at {bootstrap} refused to create topics {', '.join(topics)}: {e}. "
-                           "Hint: `labkit logs kafka`.") from e
-    finally:
-        admin.close()
-
-
-def _create(bootstrap: str, topics: list[str], partitions: int, brokers: int) -> None:
-    admin = _admin(bootstrap)
-    try:
-        admin.create_topics([_new_topic(t, partitions, brokers) for t in topics])
-    finally:
-        admin.close()
-
-
-def _admin(bootstrap: str) -> KafkaAdminClient:
-    """Raises:
-        ServiceError: no broker answered.
-    """
-    try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-admin", request_timeout_ms=10000)
-    except KafkaError as e:
-        raise ServiceError(f"Kafka at {bootstrap} did not answer ({e}). Hint: `labkit logs kafka`.") from e
-
-
-def _new_topic(topic: str, partitions: int, brokers: int) -> NewTopic:
-    if brokers == 1:
-        return NewTopic(topic, num_partitions=partitions, replication_factor=1)
-    # Brokers 2 and 3 take turns to lead; broker 1 stays last everywhere (PREFERRED_REPLICAS).
-    first, second, last = PREFERRED_REPLICAS
-    assignment = {p: [first, second, last] if p % 2 == 0 else [second, first, last] for p in range(partitions)}
-    return NewTopic(topic, replica_assignments=assignment, topic_configs={"min.insync.replicas": str(MIN_INSYNC)})
-
-
-def _wait_for_brokers(admin: KafkaAdminClient, brokers: int, timeout_s: float) -> None:
-    """Raises:
-        ServiceError: fewer than ``brokers`` brokers registered within ``timeout_s``.
-    """
-    def registered() -> int:
-        return len(admin.describe_cluster().get("brokers", []))
-
-    try:
-        Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.5),
-                 retry=retry_if_result(lambda n: n < brokers))(registered)
-    except RetryError as e:
-        raise ServiceError(f"Only {registered()} of Kafka's {brokers} brokers registered within {timeout_s:.0f} s. "
-                           "Hint: `labkit logs kafka-2`, `labkit logs kafka-3`.") from e
