@@ -57,4 +57,7 @@ test('a consumer of one broker rides out its restart; of several, it moves on wi
     assert.ok(cluster.retry.retries < CONSUMER_RETRY.retries);
     assert.ok(cluster.sessionTimeout < consumerSettings(1).sessionTimeout);
     assert.ok(cluster.heartbeatInterval * 3 <= cluster.sessionTimeout);
+    // the cluster's consumer looks for a moved leader every second; one broker's every 3 s
+    assert.strictEqual(cluster.metadataMaxAge, 1000);
+    assert.ok(consumerSettings(1).metadataMaxAge > cluster.metadataMaxAge);
 });

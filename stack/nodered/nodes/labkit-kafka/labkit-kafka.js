@@ -407,8 +407,8 @@ module.exports = function (RED) {
                     heartbeatInterval: settings.heartbeatInterval,
                     // long-poll at most 1 s: keeps close/redeploy (which waits for the fetch) fast
                     maxWaitTimeInMs: 1000,
-                    // a replicated Kafka's new leader is found within seconds of a broker's death
-                    metadataMaxAge: METADATA_MAX_AGE_MS,
+                    // a replicated Kafka's new leader is found within a second of the fencing
+                    metadataMaxAge: settings.metadataMaxAge,
                     allowAutoTopicCreation: true,
                     retry: Object.assign({}, settings.retry)
                 });
