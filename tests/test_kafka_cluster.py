@@ -3,12 +3,15 @@ topics on all three at min.insync.replicas 2, and a pipeline that rides out the 
 
 The stack test stands up a lab of its own with three brokers (at this session's ``crash`` port
 offset), drives 10 images/s through the pipeline, and ``kill -9``s each broker in
-turn. Each broker stays down until an image uploaded after its kill has come out, so the test
+turn, then the active KRaft controller. Each stays down until an image uploaded after its kill has come out, so the test
 shows that the pipeline completes images *while* a broker is dead, not only after its restart;
 the next kill waits until every replica is in sync again (one failure at a time). Nothing may be
 lost (settle, reconciliation and the audit). The longest gap between two completions around each
-kill is printed and kept as a user property of the test (``longest_gap_s``): it is reported, and
-bounded here only generously, because this machine's 2 cores are shared.
+kill is printed and kept as a user property of the test (``longest_gap_s``): it is reported
+against the 5 s target (docs/reliability.md), and bounded here only generously, because this
+machine's 2 cores are shared. What makes it short is asserted instead: the controllers are
+processes of their own, so no broker's kill changes the active controller (no election before
+the fencing), while the controller's own kill does.
 """
 
 from __future__ import annotations
@@ -30,12 +33,20 @@ from labkit.experiments.settle import settle
 from labkit.experiments.spec import load_spec
 from labkit.pipeline import deploy as pipeline
 from labkit.pipeline.audit import audit
-from labkit.pipeline.kafka import fully_replicated, replicas
+from labkit.pipeline.kafka import active_controller, fully_replicated, replicas
 from labkit.pipeline.metrics import lab_metrics
 from labkit.stack.backends.native import NativeBackend
 from labkit.stack.context import LabContext
 from labkit.stack.lab import Lab
-from labkit.stack.services.kafka import BROKER_REPLICAS, CONTROLLERS, REPLICAS, TOPICS, TOPOLOGY_FILE
+from labkit.stack.services.kafka import (
+    BROKER_REPLICAS,
+    CONTROLLER_ID_BASE,
+    CONTROLLERS,
+    REPLICAS,
+    TOPICS,
+    TOPOLOGY_FILE,
+    controller_name,
+)
 from tests.conftest import lab_processes
 
 BROKERS = ("kafka", *BROKER_REPLICAS)
@@ -46,6 +57,7 @@ THROUGH_TIMEOUT_S = 90.0
 IN_SYNC_TIMEOUT_S = 120.0
 # What the test reports against (docs/reliability.md); asserted only as a generous bound.
 GAP_TARGET_S = 5.0
+ACTIVE_CONTROLLER = "the active controller"
 GAP_BOUND_S = 60.0
 
 
@@ -178,21 +190,27 @@ def test_kill_9_of_any_one_broker_under_load_loses_nothing_and_images_keep_comin
     kills = []
     try:
         _wait("the first image through", lambda: _done_after(cluster, load.results(), 0), THROUGH_TIMEOUT_S)
-        for broker in BROKERS:
+        active_controller_before = active_controller(cluster.kafka_bootstrap)
+        # each broker in turn, then the active controller: its death elects another one and
+        # moves no partition, so images keep coming as if nothing happened
+        for broker in [*BROKERS, ACTIVE_CONTROLLER]:
+            if broker == ACTIVE_CONTROLLER:
+                broker = controller_name(active_controller(cluster.kafka_bootstrap) - CONTROLLER_ID_BASE)
             fault = Fault("kill", broker)
             killed_ms = now_ms()
             injector.inject(fault)
             try:
                 # the broker stays dead until an image sent after the kill has come out
                 through = _wait(f"an image through with {broker} dead",
-                                lambda: _done_after(cluster, load.results(), killed_ms), THROUGH_TIMEOUT_S)
+                                lambda k=killed_ms: _done_after(cluster, load.results(), k), THROUGH_TIMEOUT_S)
             finally:
                 injector.clear(fault)  # start it again and wait until it is healthy
             restarted_ms = now_ms()
             _wait("every replica in sync again", lambda: fully_replicated(cluster.kafka_bootstrap, TOPICS),
                   IN_SYNC_TIMEOUT_S)
             kills.append({"broker": broker, "killed_ms": killed_ms, "first_through_s": (through - killed_ms) / 1000,
-                          "restarted_ms": restarted_ms, "in_sync_ms": now_ms()})
+                          "restarted_ms": restarted_ms, "in_sync_ms": now_ms(),
+                          "controller": active_controller(cluster.kafka_bootstrap)})
             time.sleep(3)  # a little steady load between kills: the schedule's pause, not a wait for an event
     finally:
         load.stop()
@@ -206,12 +224,17 @@ def test_kill_9_of_any_one_broker_under_load_loses_nothing_and_images_keep_comin
     done = done.loc[done["key"].astype(str).str.startswith(prefix) & (done["outcome"] == "ok"), "t_done"].tolist()
     for kill in kills:
         kill["longest_gap_s"] = longest_gap_s(done, kill["killed_ms"], kill["in_sync_ms"])
-    summary = pd.DataFrame(kills)[["broker", "first_through_s", "longest_gap_s"]]
+    summary = pd.DataFrame(kills)[["broker", "first_through_s", "longest_gap_s", "controller"]]
     print(f"\n{len(table)} uploads, fates {fates}, audit {dict(report.counts)}\n{summary.to_string(index=False)}")
     record_property("longest_gap_s", summary.set_index("broker")["longest_gap_s"].to_dict())
     record_property("fates", fates)
 
     assert results["status"].eq("resized").all(), fates
     assert not report.counts.get("lost") and not report.counts.get("pending"), dict(report.counts)
-    assert len(kills) == len(BROKERS)
+    assert len(kills) == len(BROKERS) + 1 and kills[-1]["broker"] in CONTROLLERS
+    # no broker's death took the active controller with it (no election on a broker kill); the
+    # controller's own death elected another
+    first = active_controller_before
+    assert summary["controller"].iloc[:-1].eq(first).all(), summary
+    assert summary["controller"].iloc[-1] != first, summary
     assert (summary["longest_gap_s"] < GAP_BOUND_S).all(), summary

@@ -124,6 +124,27 @@ def replicas(bootstrap: str, topics: Sequence[str] = (TOPIC, DLQ_TOPIC)) -> pd.D
     return pd.DataFrame(rows, columns=["topic", "partition", "leader", "replicas", "isr", "under_replicated"])
 
 
+def active_controller(bootstrap: str) -> int:
+    """The node id of the KRaft quorum's active controller (its leader).
+
+    Raises:
+        ServiceError: the quorum has no leader now, or Kafka did not answer.
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="labkit-quorum",
+                             request_timeout_ms=REQUEST_TIMEOUT_MS)
+    try:
+        quorum = admin.describe_metadata_quorum()
+    except KafkaError as e:
+        raise ServiceError(f"Kafka did not describe its controller quorum: {e}. Hint: `labkit logs kafka`.") from e
+    finally:
+        admin.close()
+    leader = quorum["topics"][0]["partitions"][0]["leader_id"]
+    if leader < 0:
+        raise ServiceError("Kafka's controller quorum has no leader now. Hint: `labkit status`; "
+                           "a majority of the controllers must be up.")
+    return int(leader)
+
+
 def fully_replicated(bootstrap: str, topics: Sequence[str] = (TOPIC, DLQ_TOPIC)) -> bool:
     """Whether every replica of every partition of ``topics`` is in sync; False while Kafka cannot say."""
     try:

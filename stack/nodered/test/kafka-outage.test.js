@@ -55,9 +55,16 @@ test('a consumer of one broker rides out its restart; of several, it moves on wi
     assert.strictEqual(consumerSettings(1).sessionTimeout, 10000);
     const cluster = consumerSettings(3);
     assert.ok(cluster.retry.retries < CONSUMER_RETRY.retries);
+    // the cluster's consumer retries at most 0.5 s apart, and keeps trying for about 7 s
+    assert.ok(waits(cluster.retry).every(w => w <= 500));
+    const clusterTotal = waits(cluster.retry).reduce((a, b) => a + b, 0);
+    assert.ok(clusterTotal * 0.8 >= 5000 && clusterTotal * 1.2 <= 10000, 'cluster retries cover ' + clusterTotal + ' ms');
     assert.ok(cluster.sessionTimeout < consumerSettings(1).sessionTimeout);
     assert.ok(cluster.heartbeatInterval * 3 <= cluster.sessionTimeout);
     // the cluster's consumer looks for a moved leader every second; one broker's every 3 s
     assert.strictEqual(cluster.metadataMaxAge, 1000);
     assert.ok(consumerSettings(1).metadataMaxAge > cluster.metadataMaxAge);
+    // a fetch in flight holds up the move to a new leader: short in a cluster, 1 s with one broker
+    assert.strictEqual(cluster.maxWaitTimeInMs, 250);
+    assert.strictEqual(consumerSettings(1).maxWaitTimeInMs, 1000);
 });

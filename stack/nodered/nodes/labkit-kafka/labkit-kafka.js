@@ -405,8 +405,8 @@ module.exports = function (RED) {
                     // session to expire before it re-forms, so this bounds recovery time
                     sessionTimeout: settings.sessionTimeout,
                     heartbeatInterval: settings.heartbeatInterval,
-                    // long-poll at most 1 s: keeps close/redeploy (which waits for the fetch) fast
-                    maxWaitTimeInMs: 1000,
+                    // a short long-poll: close, redeploy and a fetcher rebalance wait for the fetch
+                    maxWaitTimeInMs: settings.maxWaitTimeInMs,
                     // a replicated Kafka's new leader is found within a second of the fencing
                     metadataMaxAge: settings.metadataMaxAge,
                     allowAutoTopicCreation: true,

@@ -34,19 +34,25 @@ const METADATA_MAX_AGE_MS = 3000;
  * the dead broker may have been the group's coordinator. kafkajs looks for a coordinator only when
  * it joins, so coordinator.js makes a heartbeat that lost it ask for the new one: the consumer
  * carries on as the same member once the controller has fenced the dead broker (a moved leader is
- * found by METADATA_MAX_AGE_MS). 10 retries, about 7 s, cover a fencing that waits for a new
- * controller first; after that kafkajs restarts the consumer as a new member, and its session
- * is 4 s (the brokers allow it: group.min.session.timeout.ms), so that the member it leaves
- * behind is dropped, and the group re-formed, that much sooner.
+ * found by metadataMaxAge). Its retries are at most 0.5 s apart, so that it reaches the new
+ * coordinator within half a second of the fencing (2 s after the kill; at 1 s apart it took
+ * 1-2 s more), and 14 of them, about 7 s, leave room for a fencing delayed on a loaded machine;
+ * after that kafkajs restarts the consumer as a new member, and its session is 4 s (the brokers
+ * allow it: group.min.session.timeout.ms), so that the member it leaves behind is dropped, and
+ * the group re-formed, that much sooner. A fetch long-polls a broker for at most 0.25 s (one
+ * broker: 1 s): when a broker dies, kafkajs moves its fetchers to the new leaders only once every
+ * fetch in flight has returned, and a 1 s long-poll to a live broker held that up by up to 1 s.
  */
 const CLUSTER = Object.freeze({
-    retry: Object.freeze({ initialRetryTime: 250, maxRetryTime: 1000, multiplier: 2, retries: 10 }),
+    retry: Object.freeze({ initialRetryTime: 250, maxRetryTime: 500, multiplier: 2, retries: 14 }),
     sessionTimeout: 4000,
     heartbeatInterval: 1000,
-    metadataMaxAge: 1000
+    metadataMaxAge: 1000,
+    maxWaitTimeInMs: 250
 });
 const SINGLE = Object.freeze({
-    retry: CONSUMER_RETRY, sessionTimeout: 10000, heartbeatInterval: 3000, metadataMaxAge: METADATA_MAX_AGE_MS
+    retry: CONSUMER_RETRY, sessionTimeout: 10000, heartbeatInterval: 3000, metadataMaxAge: METADATA_MAX_AGE_MS,
+    maxWaitTimeInMs: 1000
 });
 
 /** The consumer's retry and session settings for a client of `brokers` brokers. */
