@@ -2,11 +2,12 @@
 without waiting for a refused heartbeat.
 
 The broker is killed during no load and started again; the consumer (labkit-kafka-in) polls
-it at most a second apart and says in Node-RED's log how it came back: usually as the same
-group member, while the restarted coordinator still holds its membership; or, when the kill
-cut a fetch in flight (kafkajs then drops its only broker and restarts the consumer), as a new
-member that joins once the old membership has expired. Either way no heartbeat is refused, and
-an image uploaded once the broker is ready again goes through end to end. Time bounds here are generous on purpose (a loaded CI machine):
+it at most a second apart and says in Node-RED's log how it came back: as the same group
+member, while the restarted coordinator still holds its membership. The broker is killed on an
+idle pipeline, so a fetch (a 1 s long-poll) is nearly always in flight: without lastbroker.js
+kafkajs then dropped its only broker, restarted the consumer, and it came back as a new member
+once the old membership had expired (17 s). No heartbeat is refused, and an image uploaded once
+the broker is ready again goes through end to end. Time bounds here are generous on purpose (a loaded CI machine):
 the figures are measured by the fault matrix's ``kill-kafka`` case (docs/reliability.md).
 """
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.stack
 GROUP = "nodered-pipeline"
 DOWN_S = 3.0
 BACK = "reached the broker again"
-HOW = (f"still a member of group {GROUP} (no rejoin)", f"joined group {GROUP} again")
+SAME_MEMBER = f"still a member of group {GROUP} (no rejoin)"
 REFUSED = "The coordinator is not aware of this member"
 
 
@@ -64,5 +65,5 @@ def test_consumer_comes_back_after_a_broker_kill_without_a_refused_heartbeat(pip
     text = poll("the consumer's log line on coming back", lambda: BACK in (t := log_since(log, offset)) and t,
                 timeout_s=60)
     back = next(line for line in text.splitlines() if BACK in line)
-    assert back.endswith(HOW), back
+    assert back.endswith(SAME_MEMBER), back
     assert REFUSED not in text, "the consumer rejoined only after a refused heartbeat"

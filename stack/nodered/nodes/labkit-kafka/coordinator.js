@@ -88,4 +88,4 @@ function followCoordinator(ConsumerGroup) {
     return true;
 }
 
-module.exports = { followCoordinator, isCoordinatorLoss };
+module.exports = { followCoordinator, isCoordinatorLoss, severalBrokers };

@@ -40,11 +40,16 @@ module.exports = function (RED) {
     const { Kafka, logLevel, Partitioners } = require('kafkajs');
     const { METADATA_MAX_AGE_MS, consumerSettings, Outage, describeReturn } = require('./outage');
     const { followCoordinator } = require('./coordinator');
+    const { keepLastBroker } = require('./lastbroker');
 
     // In a replicated Kafka, a heartbeat that lost the group's coordinator looks for the new one
     // (coordinator.js); the same kafkajs module as require('kafkajs') above.
     if (!followCoordinator(require('kafkajs/src/consumer/consumerGroup'))) {
         RED.log.warn('labkit-kafka: kafkajs has no ConsumerGroup.heartbeat to wrap; a dead coordinator costs a restart');
+    }
+    // With one broker, a fetch cut by the broker's death keeps that broker (lastbroker.js).
+    if (!keepLastBroker(require('kafkajs/src/consumer/consumerGroup'))) {
+        RED.log.warn('labkit-kafka: kafkajs has no ConsumerGroup.recoverFromFetch to wrap; a broker crash may cost a rejoin');
     }
 
     const CLOSE_TIMEOUT_MS = 10000;
