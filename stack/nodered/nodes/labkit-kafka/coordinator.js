@@ -17,6 +17,8 @@
  */
 'use strict';
 
+const { wrapOnce } = require('./wrap');
+
 // What a heartbeat fails with when its coordinator is gone or no longer the coordinator.
 const LOST_CONNECTION = new Set(['KafkaJSConnectionError', 'KafkaJSConnectionClosedError',
     'KafkaJSRequestTimeoutError', 'KafkaJSBrokerNotFound']);
@@ -48,15 +50,7 @@ function severalBrokers(group) {
  * @returns true when the method is (now) wrapped, false when the class does not have it
  */
 function followCoordinator(ConsumerGroup) {
-    const proto = ConsumerGroup && ConsumerGroup.prototype;
-    if (!proto || typeof proto.heartbeat !== 'function') {
-        return false;
-    }
-    if (proto.heartbeat.followsCoordinator) {
-        return true;
-    }
-    const heartbeat = proto.heartbeat;
-    async function heartbeatFollowing(args) {
+    const wrapped = wrapOnce(ConsumerGroup, 'heartbeat', heartbeat => async function heartbeatFollowing(args) {
         try {
             return await heartbeat.call(this, args);
         } catch (err) {
@@ -65,27 +59,29 @@ function followCoordinator(ConsumerGroup) {
             }
             throw err;
         }
+    });
+    if (wrapped) {
+        ConsumerGroup.prototype.findCoordinatorAgain = findCoordinatorAgain;
     }
-    heartbeatFollowing.followsCoordinator = true;
-    proto.heartbeat = heartbeatFollowing;
-    /** Ask the cluster which broker coordinates the group; keep the old one if none answers. */
-    proto.findCoordinatorAgain = async function () {
-        try {
-            const found = await this.cluster.findGroupCoordinator({ groupId: this.groupId });
-            if (found && found !== this.coordinator) {
-                this.logger.warn('The group coordinator moved; carrying on as the same member', {
-                    groupId: this.groupId, memberId: this.memberId, nodeId: found.nodeId
-                });
-            }
-            this.coordinator = found;
-            if (this.offsetManager) {
-                this.offsetManager.coordinator = found;
-            }
-        } catch (e) {
-            // no live coordinator yet: the heartbeat's own retry tries again
+    return wrapped;
+}
+
+/** Ask the cluster which broker coordinates the group; keep the old one if none answers. */
+async function findCoordinatorAgain() {
+    try {
+        const found = await this.cluster.findGroupCoordinator({ groupId: this.groupId });
+        if (found && found !== this.coordinator) {
+            this.logger.warn('The group coordinator moved; carrying on as the same member', {
+                groupId: this.groupId, memberId: this.memberId, nodeId: found.nodeId
+            });
         }
-    };
-    return true;
+        this.coordinator = found;
+        if (this.offsetManager) {
+            this.offsetManager.coordinator = found;
+        }
+    } catch (e) {
+        // no live coordinator yet: the heartbeat's own retry tries again
+    }
 }
 
 module.exports = { followCoordinator, isCoordinatorLoss, severalBrokers };

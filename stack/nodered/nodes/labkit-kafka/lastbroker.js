@@ -16,6 +16,7 @@
 'use strict';
 
 const { severalBrokers } = require('./coordinator');
+const { wrapOnce } = require('./wrap');
 
 /**
  * Wrap `ConsumerGroup.prototype.recoverFromFetch` (kafkajs' src/consumer/consumerGroup); once only.
@@ -23,23 +24,12 @@ const { severalBrokers } = require('./coordinator');
  * @returns true when the method is (now) wrapped, false when the class does not have it
  */
 function keepLastBroker(ConsumerGroup) {
-    const proto = ConsumerGroup && ConsumerGroup.prototype;
-    if (!proto || typeof proto.recoverFromFetch !== 'function') {
-        return false;
-    }
-    if (proto.recoverFromFetch.keepsLastBroker) {
-        return true;
-    }
-    const recover = proto.recoverFromFetch;
-    async function recoverKeepingLastBroker(e) {
+    return wrapOnce(ConsumerGroup, 'recoverFromFetch', recover => async function recoverKeepingLastBroker(e) {
         if (e && e.name === 'KafkaJSConnectionClosedError' && !severalBrokers(this)) {
             throw e; // to the runner's retry, with the broker still in the pool
         }
         return recover.call(this, e);
-    }
-    recoverKeepingLastBroker.keepsLastBroker = true;
-    proto.recoverFromFetch = recoverKeepingLastBroker;
-    return true;
+    });
 }
 
 module.exports = { keepLastBroker };
