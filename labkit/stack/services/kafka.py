@@ -67,7 +67,7 @@ SESSION_MS = 2000
 # The replicated cluster's controllers are nodes 101-103 (the brokers are 1-3).
 CONTROLLER_ID_BASE = 100
 # A controller keeps the cluster's metadata only: a small heap is plenty.
-CONTROLLER_HEAP = ["-Xms32m", "-Xmx96m"]
+CONTROLLER_HEAP = ("-Xms32m", "-Xmx96m")
 # What the cluster was made as: later starts refuse another topology (see Kafka.prepare).
 TOPOLOGY_FILE = "cluster.json"
 
@@ -129,6 +129,8 @@ class Kafka(Service):
     compose = ComposeEntry(endpoint="kafka:19092",
                            unpublished=("kafka-controller", "kafka-proxied", *_REPLICA_LISTENERS))
     hint = "a broker that will not start after a crash may have a damaged log dir; `labkit down --wipe` resets it"
+    # Extra JVM options of this kind of node (the controllers' smaller heap).
+    jvm_extra: tuple[str, ...] = ()
 
     def __init__(self, ctx, node_id: int = 1):
         super().__init__(ctx)
@@ -193,9 +195,6 @@ class Kafka(Service):
     def class_archive(self) -> Path:
         """The brokers' class-data-sharing archive, in the cache: one per Kafka build and JDK."""
         return self.install_step().target(self.config.cache_dir) / "cds" / f"broker-{_jdk_key()}.jsa"
-
-    # Extra JVM options of this kind of node (the controllers' smaller heap).
-    jvm_extra: tuple[str, ...] = ()
 
     # -- start ----------------------------------------------------------------
     def prepare(self) -> None:
@@ -326,7 +325,7 @@ class Kafka(Service):
 
     def data_paths(self) -> list[Path]:
         """Broker 1 also takes the other nodes' data, whatever the topology is now."""
-        if self.node_id != 1 or isinstance(self, KafkaController):
+        if self.node_id != 1:
             return [self.workdir]
         return [self.workdir, *(self.config.data_dir / name for name in REPLICAS)]
 
@@ -339,7 +338,7 @@ class KafkaController(Kafka):
     its own: :meth:`Kafka.instances` makes the three of them."""
 
     name = None  # type: ignore[assignment]
-    jvm_extra = tuple(CONTROLLER_HEAP)
+    jvm_extra = CONTROLLER_HEAP
 
     def __init__(self, ctx, node_id: int = 1):
         super().__init__(ctx, node_id)
@@ -371,6 +370,9 @@ class KafkaController(Kafka):
 
     def endpoint(self) -> str:
         return f"{self.host}:{self._port()}"
+
+    def data_paths(self) -> list[Path]:
+        return [self.workdir]
 
 
 def _template(name: str) -> str:
