@@ -74,8 +74,9 @@ def test_the_topology_setting_takes_one_or_three_brokers(tmp_path) -> None:
     assert [n for n in one.services if n.startswith("kafka")] == ["kafka"]
     # the controllers start first, and are stopped last
     assert [n for n in three.services if n.startswith("kafka")] == [*CONTROLLERS, *BROKERS]
-    with pytest.raises(LabConfigError, match="LABKIT_KAFKA_BROKERS=3"):
-        one.service("kafka-2")
+    for node in ("kafka-2", "kafka-controller"):
+        with pytest.raises(LabConfigError, match="LABKIT_KAFKA_BROKERS=3"):
+            one.service(node)
     # every client bootstraps from every broker; each broker has its own ports and store hop
     assert three.endpoints()["kafka"] == ",".join(f"127.0.0.1:{three.service(b).ports[b]}" for b in BROKERS)
     assert three.service("nodered").environment()["LABKIT_KAFKA_BOOTSTRAP"] == three.endpoints()["kafka"]
