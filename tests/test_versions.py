@@ -18,6 +18,7 @@ import pytest
 from minio.error import S3Error
 from PIL import Image
 
+from labkit.experiments.faults import Fault, FaultInjector
 from labkit.pipeline import upload
 from labkit.pipeline.audit import _duplicates, audit
 from labkit.pipeline.fate import KEY_STATES, RESULT_FATES, Fate, Outcome
@@ -239,6 +240,33 @@ def test_uploads_again_of_a_key_are_versions_and_a_redelivered_version_is_a_dupl
     assert poll_until(lambda: len([r for r in lines_of(pipe, key) if r.get("source_etag") == etag]) >= 2,
                       timeout_s=60, interval_s=0.25) == "ready"
     assert audit(pipe, prefix=prefix, grace_s=0).duplicates == {key: 2}
+
+
+def test_uploads_of_the_same_bytes_before_their_events_each_get_their_own_line(pipe: Lab) -> None:
+    """Three uploads of one image to one key while the store's events are held back (latency on
+    the store-kafka hop): all three are stored before the first event reaches the flow, and each
+    upload still gets its own line (its trace id, its upload's start), not one line of the latest
+    upload and two of trace ids the flow made up."""
+    key = f"ver-{uuid.uuid4().hex[:8]}/same.jpg"
+    data = generate_pool(1, seed=50, sizes=[(320, 240)])[0].data
+    sent = []
+    with httpx.Client(base_url=pipe.endpoints["nodered"], timeout=60) as http, FaultInjector(pipe) as faults:
+        held = faults.inject(Fault("latency", "store-kafka", params={"latency_ms": 8000}))
+        try:
+            for _ in range(3):
+                sent.append(upload.upload_one(http, key, data, "image/jpeg", trace_id=uuid.uuid4().hex))
+            before = len(lines_of(pipe, key))  # 0: the events were still held
+        finally:
+            faults.clear(held)  # the held events go on, in order
+    assert [row["status"] for row in sent] == [200] * 3, sent
+    assert poll_until(lambda: len(lines_of(pipe, key)) >= 3, timeout_s=60, interval_s=0.25) == "ready", lines_of(pipe, key)
+    lines = {r["trace_id"]: r for r in lines_of(pipe, key)}
+    print(f"\nlines before the events were let through: {before}; after: {len(lines)}")
+    assert set(lines) == {row["trace_id"] for row in sent}, (lines.keys(), [row["trace_id"] for row in sent])
+    for row in sent:
+        line = lines[row["trace_id"]]
+        assert (line["outcome"], line["t_upload_start"]) == (Outcome.OK, row["t_upload_start"]), (line, row)
+    assert audit(pipe, prefix=key.rsplit("/", 1)[0] + "/", grace_s=0).duplicates == {}
 
 
 # ---------------------------------------------------------------- the pieces, without services

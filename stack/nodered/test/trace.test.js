@@ -23,12 +23,25 @@ test('an upload\'s trace id goes to the first event that finds it', () => {
     assert.deepEqual(claims, { 'cat.png\u0000t-upload': { event: 'kafka:0:7', at: T0 } });
 });
 
-test('two uploads of the same bytes to one key: the second event gets a trace id of its own', () => {
+test('two uploads of the same bytes to one key, both stored before the first event: each event gets its own', () => {
+    const claims = {};
+    const uploads = {};
+    const first = delivered('cat.png', 7);
+    const second = delivered('cat.png', 8);
+    for (const traceId of ['t-earlier', 't-later']) {
+        steps.rememberUpload(uploads, { key: 'cat.png', trace_id: traceId, etag: '0123abcd' }, T0);
+    }
+    const found = steps.uploadTraceIds(uploads['cat.png'], first.event);
+    assert.deepEqual(found, ['t-earlier', 't-later']);
+    assert.equal(steps.claimTraceId(claims, first.kafka, first.event, found, T0), 't-earlier');
+    assert.equal(steps.claimTraceId(claims, second.kafka, second.event, found, T0), 't-later');
+});
+
+test('only the metadata (the latest upload\'s): the second event gets a trace id of its own', () => {
     const claims = {};
     const first = delivered('cat.png', 7);
     const second = delivered('cat.png', 8);
-    // the later upload's stamps replaced the earlier one's, and both events have the same ETag
-    const found = steps.uploadTraceIds(stamps('t-later'), second.event);
+    const found = steps.metadataTraceIds({ etag: '0123abcd', metaData: { 'trace-id': 't-later' } }, first.event);
     const one = steps.claimTraceId(claims, first.kafka, first.event, found, T0);
     const two = steps.claimTraceId(claims, second.kafka, second.event, found, T0);
     assert.equal(one, 't-later');

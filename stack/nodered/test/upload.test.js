@@ -127,6 +127,19 @@ test('stored: metadata for the action, stamps for the join, the answers', () => 
     assert.equal(steps.markUploaded({}, undefined, 1, T0).etag, null);
 });
 
+test('the uploads of a key are remembered oldest first, at most 32', () => {
+    const uploads = { 'dog.jpg': [{ trace_id: 'd', at: T0 }] };
+    for (let i = 0; i < 40; i++) {
+        steps.rememberUpload(uploads, { key: 'cat.jpg', trace_id: 't' + i, etag: 'abc', attempts: 1 }, T0 + i);
+    }
+    assert.deepEqual(uploads['cat.jpg'].map(u => u.trace_id), Array.from({ length: 32 }, (_, i) => 't' + (i + 8)));
+    assert.deepEqual(uploads['cat.jpg'][0], steps.uploadStamps({ trace_id: 't8', etag: 'abc', attempts: 1 }, T0 + 8));
+    assert.deepEqual(uploads['dog.jpg'], [{ trace_id: 'd', at: T0 }]); // other keys untouched
+    const single = { 'cat.jpg': { trace_id: 'old', at: T0 } }; // a lone entry, as an older flow kept it
+    steps.rememberUpload(single, { key: 'cat.jpg', trace_id: 'new' }, T0 + 1);
+    assert.deepEqual(single['cat.jpg'].map(u => u.trace_id), ['old', 'new']);
+});
+
 test('the 503 answer says why the retries stopped', () => {
     const upload = { key: 'cat.jpg', trace_id: 't1', t_upload_start: T0 };
     const retry = { attempt: 3, gave_up: 'gave up after 3 attempts' };

@@ -2,12 +2,16 @@
  * The trace id of one event: the id of the upload it comes from, one per upload.
  *
  * The flow finds an upload's trace id by its key and ETag: in the stamps its /upload left
- * (flow context "uploads"), else in the object's metadata. Two uploads of the same bytes to
- * the same key have the same ETag, and the later one's stamps and metadata replace the
- * earlier one's, so both events would find the later trace id, and two separate uploads
- * would look like one upload delivered twice. So a trace id is *claimed* by the first event
- * that takes it (flow context "traces": key and trace id -> {event, at}); another event of
- * the store that finds the same trace id gets one of its own, derived from the event.
+ * (flow context "uploads": by key, the key's recent uploads, oldest first), else in the
+ * object's metadata. Two uploads of the same bytes to the same key have the same ETag, so
+ * both events find both trace ids. A trace id is therefore *claimed* by the first event that
+ * takes it (flow context "traces": key and trace id -> {event, at}), and each event claims the
+ * oldest one left: the store announces a key's uploads in their order. The metadata holds only
+ * the latest upload's trace id, so without stamps (an upload not made through /upload, or
+ * Node-RED restarted in between) a second event that finds it claimed gets a trace id of its
+ * own, derived from the event. One cost of the order: when an upload's event is lost, the next
+ * event of the same bytes takes that upload's trace id, and the newer upload is the one left
+ * without a line.
  *
  * Redeliveries keep their trace id: the same Kafka record (same partition and offset) claims
  * the same trace again, and an event republished by labkit's reconciler is the same version

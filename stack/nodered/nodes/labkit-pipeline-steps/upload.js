@@ -20,6 +20,8 @@ const BAD_ENCODING = "query parameter 'key' is not valid UTF-8 once percent-deco
 const UPLOAD_HEADER = 'x-requested-with';
 // Content types a browser sends across sites without a preflight: a form's, or none at all.
 const FORM_TYPES = new Set(['', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data']);
+// Uploads of one key remembered for the join (rememberUpload): re-uploads before their events are handled.
+const MAX_UPLOADS_PER_KEY = 32;
 // Store errors that are worth a retry although their status is a 4xx.
 const TRANSIENT_S3_CODES = new Set(['RequestTimeout', 'RequestTimeTooSkewed', 'OperationAborted', 'SlowDown',
     'Throttling']);
@@ -140,6 +142,19 @@ function uploadStamps(upload, now) {
     };
 }
 
+/**
+ * Remember an upload's stamps under its key (flow context "uploads", changed in place): a list,
+ * oldest first, so that when a key is uploaded again before its first event is handled, each
+ * event finds its own upload (trace.js claims the oldest one left). At most
+ * MAX_UPLOADS_PER_KEY are kept (the oldest are dropped); the join's sweep drops old ones.
+ */
+function rememberUpload(uploads, upload, now) {
+    const list = [].concat(uploads[upload.key] || []);
+    list.push(uploadStamps(upload, now));
+    uploads[upload.key] = list.slice(-MAX_UPLOADS_PER_KEY);
+    return uploads;
+}
+
 /** The 200 answer's body. */
 function uploadAnswer(upload) {
     return {
@@ -222,6 +237,6 @@ function uploadFailedAnswer(upload, retry, error) {
 }
 
 module.exports = {
-    checkUpload, crossSiteProblem, uploadMetadata, markUploaded, uploadStamps, uploadAnswer, storeFailure, storeUpload,
+    checkUpload, crossSiteProblem, uploadMetadata, markUploaded, uploadStamps, rememberUpload, uploadAnswer, storeFailure, storeUpload,
     uploadFailedStatus, uploadFailedAnswer
 };
