@@ -128,6 +128,9 @@ def test_07_sla_report_writes_the_report_without_secrets(lab, out_dir, tmp_path)
     assert f'<p class="status">{results["headline"]}</p>' in text
     assert claims.report_interval_problems(text) == [] and not verdicts.pass_beside_weaker(text)
     assert "consecutive failed probes count as one outage" in text
+    # the availability clause is judged on time, the outages as the events: a smoke run's minute cannot PASS it
+    assert results["availability_status"] in ("INCONCLUSIVE", "FAIL") and "bound on the time down" in text
+    assert re.search(r"n=\d+ outage events over \d+ s, 95% confidence, n needed \d+ s of observation", text)
     shown = claims.notebook_text(notebook)
     assert f"Headline: {results['headline']}" in shown and re.search(r"probes of the pipeline, one every [\d.]+ s", shown)
     for value in lab.ctx.secrets.secret_values():

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import chi2
 
 from labkit.analysis import sla, verdicts
 from labkit.errors import LabConfigError, SLAViolation
@@ -167,13 +168,26 @@ def test_availability_and_error_budget_burn():
     assert storage["met"] and storage["error_budget_burn"] == 0
 
 
-def test_pipeline_availability_verdicts():
-    assert sla.pipeline_availability(synth_probes({}, n=3000))["status"] == "PASS"
-    few = sla.pipeline_availability(synth_probes({}, n=2000))
+def test_pipeline_availability_verdicts_are_judged_on_time_with_outages_as_the_events():
+    clean = sla.pipeline_availability(synth_probes({}, n=3000))  # 6000 s without an outage, probes 2 s apart
+    assert (clean["status"], clean["judged_on"]) == ("PASS", "time")
+    assert clean["share_bound"] == pytest.approx(chi2.ppf(0.95, 2) / 2 * 2 / 6000)  # 3.0 outages of 2 s at most
+    few = sla.pipeline_availability(synth_probes({}, n=2000))  # 4000 s: too short to bound 0.1 %
+    assert few["status"] == "INCONCLUSIVE" and few["needed_s"] == 5992
+    assert "n=0 outage events over 4000 s, 95% confidence, n needed 5992 s of observation" in few["verdict"]
+    failed = sla.pipeline_availability(synth_probes({"pipeline": 3, "kafka": 50}, n=2000))
+    assert failed["status"] == "FAIL" and failed["verdict"].startswith("FAIL: up 99.850% of the time (6.0 s down")
+    # three failed probes in a row are one outage, not three independent failures
+    assert failed["outages"] == 1 and "1 outage(s)" in failed["verdict"]
+
+
+def test_pipeline_availability_without_probe_times_counts_probes_and_says_so():
+    untimed = synth_probes({}, n=3000).drop(columns="t_ms")
+    judged = sla.pipeline_availability(untimed)
+    assert (judged["status"], judged["judged_on"]) == ("PASS", "probe count") and "optimistic" in judged["method"]
+    few = sla.pipeline_availability(synth_probes({}, n=2000).drop(columns="t_ms"))
     assert few["status"] == "INCONCLUSIVE" and "at least 2995 probes with 0 failed" in few["verdict"]
     assert "n=2000 probes, 95% confidence, n needed 2995" in few["verdict"]
-    failed = sla.pipeline_availability(synth_probes({"pipeline": 3, "kafka": 50}, n=2000))
-    assert failed["status"] == "FAIL" and failed["verdict"].startswith("FAIL: pipeline up in 99.850% of 2000 probes")
 
 
 def test_pipeline_availability_needs_pipeline_probes():
@@ -285,7 +299,7 @@ def test_check_raises_on_a_failed_clause():
     sla.check(synth_results(400), good_probes)  # both clauses hold
     with pytest.raises(SLAViolation, match="latency: FAIL"):
         sla.check(synth_results(400, lost=20), good_probes)
-    with pytest.raises(SLAViolation, match="availability: FAIL: pipeline"):
+    with pytest.raises(SLAViolation, match=r"availability: FAIL: up 99\.000% of the time \(40\.0 s down"):
         sla.check(synth_results(400), synth_probes({"pipeline": 20}))
 
 

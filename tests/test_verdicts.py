@@ -37,8 +37,11 @@ def test_every_clause_verdict_carries_n_confidence_and_n_needed():
     for results in (sla.compliance(synth_results(20)), sla.compliance(synth_results(400)),
                     sla.compliance(synth_results(400, slow=40))):
         assert f"n={results['n']} images, 95% confidence, n needed {results['n_needed']}" in results["verdict"]
-    probes = sla.pipeline_availability(synth_probes({"pipeline": 3}, n=500))
-    assert f"n=500 probes, 95% confidence, n needed {probes['n_needed']}" in probes["verdict"]
+    probes = sla.pipeline_availability(synth_probes({"pipeline": 3}, n=500))  # judged on time: n is the outages
+    assert (f"n={probes['outages']} outage events over {probes['window_s']:.0f} s, 95% confidence, "
+            f"n needed {probes['needed_s']} s") in probes["verdict"]
+    untimed = sla.pipeline_availability(synth_probes({"pipeline": 3}, n=500).drop(columns="t_ms"))
+    assert f"n=500 probes, 95% confidence, n needed {untimed['n_needed']}" in untimed["verdict"]
 
 
 @pytest.mark.parametrize(("text", "flagged"), [

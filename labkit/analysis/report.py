@@ -246,13 +246,21 @@ def _latency_facts(c: dict) -> list[tuple[str, str]]:
 
 
 def _pipeline_facts(p: dict, confidence: float) -> list[tuple[str, str]]:
-    return [
+    facts = [
         ("probes", str(p["probes"])),
         ("failed", str(p["probes"] - p["ok"])),
         ("availability", _fmt_pct(p["availability"], 3)),
         ("outages", f"{p['outages']} ({p['downtime_s']:.1f} s down)" if "outages" in p else "–"),
         ("error budget burn", f"{p['error_budget_burn']:.2f}×"),
-        (f"{sla._pct(confidence)} lower bound", _fmt_pct(p["lower_bound"], 3)),
+    ]
+    if p["judged_on"] == "time":  # the outages are the events (labkit.analysis.uptime_clause)
+        return facts + [
+            ("window observed", f"{p['window_s']:.0f} s"),
+            (f"{sla._pct(confidence)} bound on the time down", _fmt_pct(p["share_bound"], 3)),
+            ("observation needed", f"{p['needed_s']} s with the same outages"),
+        ]
+    return facts + [
+        (f"{sla._pct(confidence)} lower bound (probes as independent)", _fmt_pct(p["lower_bound"], 3)),
         ("n needed", f"{p['n_needed']} probes"),
     ]
 

@@ -34,7 +34,7 @@ from labkit.analysis.results import (  # noqa: F401
     breakdown,
     latencies_s,
 )
-from labkit.analysis import uptime, verdicts
+from labkit.analysis import uptime, uptime_clause, verdicts
 from labkit.analysis.stats import (  # noqa: F401
     QUANTILE_METHOD,
     clopper_pearson,
@@ -158,16 +158,21 @@ def availability(probes: pd.DataFrame, target: float = 0.999) -> pd.DataFrame:
 def pipeline_availability(probes: pd.DataFrame, target: float = 0.999, confidence: float = 0.95) -> dict:
     """Judge the availability clause on the synthetic ``pipeline`` service.
 
-    FAIL when the measured availability is below the target; PASS when the one-sided
-    Clopper–Pearson lower bound over the probes reaches it; INCONCLUSIVE otherwise (too few
-    probes: 99.9% needs 2995 without a failure). Probes during one outage are not independent,
-    so the downtime is estimated per outage (:mod:`uptime`), and the bound over probes is
-    optimistic: treat it as a floor on how many probes to take.
+    With probe times (``t_ms``), the clause is judged on time, with the outages as the independent
+    events (:func:`labkit.analysis.uptime_clause.judge_probes`, as notebook 10 judges it): FAIL when
+    the pipeline was down more than ``1 - target`` of the window; PASS when the bound on the time
+    down is within it; INCONCLUSIVE otherwise, with the observation needed (``needed_s``). Probes
+    inside one outage are one event, so more probes per second are no more evidence.
+
+    Without probe times, only the share of probes is left: PASS when its one-sided Clopper–Pearson
+    lower bound reaches the target. That treats the probes as independent, so it is optimistic;
+    ``lower_bound`` and ``n_needed`` (probes) are this bound either way, for comparison.
 
     Returns:
         The ``pipeline`` row of :func:`availability` plus ``lower_bound``,
-        ``min_probes_zero_failures``, ``n_needed``, ``method`` (how availability was
-        estimated), ``status`` and ``verdict`` (a sentence starting with the status).
+        ``min_probes_zero_failures``, ``n_needed``, ``method`` (how availability was estimated),
+        ``judged_on`` ("time" or "probe count"), ``status`` and ``verdict`` (a sentence starting with
+        the status); judged on time also ``share_bound``, ``needed_s``, ``longest_s`` and ``window_s``.
 
     Raises:
         LabConfigError: there are no ``pipeline`` probes.
@@ -183,16 +188,23 @@ def pipeline_availability(probes: pd.DataFrame, target: float = 0.999, confidenc
     row["lower_bound"] = clopper_pearson(int(row["ok"]), int(row["probes"]), confidence)[0]
     row["min_probes_zero_failures"] = min_samples_zero_violations(target, confidence)
     row["n_needed"] = verdicts.n_needed(int(row["probes"] - row["ok"]), target, confidence)
-    row["method"] = uptime.method_text(probes) if "t_ms" in probes else "Estimated from the share of probes up."
-    row["status"], row["verdict"] = _availability_text(row, target, confidence)
+    if "t_ms" in probes:
+        on_time = uptime_clause.judge_probes(probes, "pipeline", target, confidence)
+        row.update({k: on_time[k] for k in ("status", "verdict", "share_bound", "needed_s", "longest_s", "window_s")})
+        row["judged_on"], row["method"] = "time", uptime.method_text(probes)
+    else:
+        row["judged_on"], row["method"] = "probe count", (
+            "Estimated from the share of probes up, without their times: the bound treats the probes as "
+            "independent, so it is optimistic.")
+        row["status"], row["verdict"] = _availability_text(row, target, confidence)
     return row
 
 
 def _availability_text(row: dict, target: float, confidence: float) -> tuple[str, str]:
-    outages = f"; {row['outages']} outage(s), {row['downtime_s']:.1f} s down" if "outages" in row else ""
+    """The probe-count verdict (probes without times)."""
     measured = (
         f"pipeline up in {row['availability']:.3%} of {row['probes']} probes "
-        f"({row['probes'] - row['ok']} failed{outages}; error budget burn {row['error_budget_burn']:.1f}x)"
+        f"({row['probes'] - row['ok']} failed; error budget burn {row['error_budget_burn']:.1f}x)"
     )
     facts = f"({verdicts.clause_facts(int(row['probes']), confidence, row['n_needed'], 'probes')})"
     if not row["met"]:

@@ -64,6 +64,7 @@ def method_text(probes: pd.DataFrame, service: str = "pipeline") -> str:
         "Probes inside one outage are not independent, so consecutive failed probes count as one outage, and each "
         f"failed probe stands for one probe interval of downtime: {int(row['outages'])} outage(s), "
         f"{row['downtime_s']:.1f} s down, {_pct(row['downtime_share'])} of the window. An outage shorter than "
-        f"{spacing:.2g} s can fall between two probes and go unseen; the bound on the share of probes that were up "
-        "treats them as independent, so it is optimistic."
+        f"{spacing:.2g} s can fall between two probes and go unseen. The verdict counts the outages, not the probes, "
+        "as the independent events: its bound on the time down is the upper Poisson bound on how many outages the "
+        "window could hold, each as long as the longest seen (one probe interval when none was)."
     )

@@ -1,10 +1,11 @@
 """The 99.9% uptime clause judged on time, with outages as the independent events.
 
-:func:`labkit.analysis.sla.pipeline_availability` bounds the share of *probes* that were up with
-Clopper–Pearson, as if each probe were an independent trial. They are not: a pipeline that is down
-at one probe is almost surely down half a second later, so one outage seen by ten probes is one
-event, not ten, and the probe-count bound is optimistic (more probes per second would make it
-tighter without any more evidence).
+Counting probes as independent trials (a Clopper–Pearson bound on the share of probes up) is
+optimistic: a pipeline that is down at one probe is almost surely down half a second later, so one
+outage seen by ten probes is one event, not ten, and more probes per second would make that bound
+tighter without any more evidence. :func:`labkit.analysis.sla.pipeline_availability` (the SLA
+report's clause) and notebook 10 judge the clause here; the probe-count bound is kept only for
+comparison and for probes without times.
 
 Here the evidence is counted the way it arrives:
 

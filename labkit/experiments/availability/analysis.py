@@ -79,8 +79,9 @@ def uptime_verdicts(runs: Sequence[TopologyRun], target: float = UPTIME_TARGET,
     """Per topology, the 99.9% clause judged two ways on the quorum probe, every run pooled:
 
     - ``status``/``verdict``: on time, with the outages as the events (:func:`uptime_clause.judge`);
-    - ``probe_status``/``probe_verdict``: the report's probe-count Clopper–Pearson bound
-      (:func:`labkit.analysis.sla.pipeline_availability`), which treats probes as independent.
+    - ``probe_status``/``probe_verdict``: for comparison only, the probe-count Clopper–Pearson bound
+      (:func:`labkit.analysis.sla.pipeline_availability` on probes without times), which treats
+      probes as independent.
     """
     rows = []
     for topology in dict.fromkeys(r.topology for r in runs):
